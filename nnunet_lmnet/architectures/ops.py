@@ -1,0 +1,54 @@
+"""Pick the torch op for the number of spatial dimensions, so every block is written once for 2D and 3D."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch.nn as nn
+
+_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+_BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_INSTANCE_NORM = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+_MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def _check(dim: int) -> int:
+    if dim not in _CONV:
+        raise ValueError(f"spatial dims must be 1, 2 or 3, got {dim}")
+    return dim
+
+
+def conv_nd(dim: int) -> type[nn.Module]:
+    return _CONV[_check(dim)]
+
+
+def batch_norm_nd(dim: int) -> type[nn.Module]:
+    return _BATCH_NORM[_check(dim)]
+
+
+def instance_norm_nd(dim: int) -> type[nn.Module]:
+    return _INSTANCE_NORM[_check(dim)]
+
+
+def max_pool_nd(dim: int) -> type[nn.Module]:
+    return _MAX_POOL[_check(dim)]
+
+
+def interpolation_mode(dim: int) -> str:
+    """'bilinear' in 2D, 'trilinear' in 3D: the upsampling mode both papers use."""
+    return _INTERP[_check(dim)]
+
+
+def as_tuple(value: int | Sequence[int], dim: int) -> tuple[int, ...]:
+    """An int becomes (value,) * dim; a sequence must already have `dim` entries."""
+    if isinstance(value, int):
+        return (value,) * dim
+    out = tuple(int(v) for v in value)
+    if len(out) != dim:
+        raise ValueError(f"expected {dim} values, got {list(out)}")
+    return out
+
+
+def same_padding(kernel_size: Sequence[int]) -> tuple[int, ...]:
+    """Padding that keeps the size for odd kernels (k // 2 per axis)."""
+    return tuple(k // 2 for k in kernel_size)

@@ -1,0 +1,1 @@
+"""Compute benchmarks, cross-validation comparison, challenge submissions and model cards."""

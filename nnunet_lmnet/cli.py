@@ -1,0 +1,57 @@
+"""`nnunet-lmnet` command line: one subcommand per module.
+
+Each module listed in SUBCOMMANDS defines ``add_parser(subparsers)``, which registers its parser and sets
+``func`` (called with the parsed args; its return value is the exit code). Those modules import torch and nnunetv2
+inside their functions only, so that ``nnunet-lmnet trainer-path`` and ``--help`` stay fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMAND_MODULES = [
+    "nnunet_lmnet.training.discovery",        # trainer-path, doctor
+    "nnunet_lmnet.info",                      # info
+    "nnunet_lmnet.demo",                      # demo
+    "nnunet_lmnet.plans.cli",                 # derive-plans
+    "nnunet_lmnet.dataset_conversion.cli",    # convert
+    "nnunet_lmnet.benchmarking.cli",          # benchmark, compare, export-submission, model-card
+]
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnunet-lmnet",
+        description="LM-Net and LGMSNet for nnU-Net v2: discovery, network info, demo, plans, converters, reports.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:  # a feature module not present in this build
+            if e.name != name:
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except UserError as e:
+        print(f"nnunet-lmnet {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
