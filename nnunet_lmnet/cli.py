@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from .errors import UserError
+
 SUBCOMMAND_MODULES = [
     "nnunet_lmnet.training.discovery",        # trainer-path, doctor
     "nnunet_lmnet.info",                      # info
@@ -18,10 +20,6 @@ SUBCOMMAND_MODULES = [
     "nnunet_lmnet.dataset_conversion.cli",    # convert
     "nnunet_lmnet.benchmarking.cli",          # benchmark, compare, export-submission, model-card
 ]
-
-
-class UserError(Exception):
-    """A problem with the user's input: printed without a traceback, exit code 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:
