@@ -1,0 +1,27 @@
+"""Squeeze-and-excitation as LM-Net uses it: reduction 4, ReLU inside, Hardsigmoid gate."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .ops import conv_nd
+
+
+class SqueezeExcitation(nn.Module):
+    def __init__(self, channels: int, dim: int, reduction: int = 4):
+        super().__init__()
+        conv = conv_nd(dim)
+        hidden = channels // reduction
+        if hidden < 1:
+            raise ValueError(f"squeeze-excitation: {channels} channels cannot be reduced by {reduction}")
+        self.reduce = conv(channels, hidden, kernel_size=1, bias=True)
+        self.expand = conv(hidden, channels, kernel_size=1, bias=True)
+        # The official code draws these weights from kaiming_normal; biases keep torch's default.
+        nn.init.kaiming_normal_(self.reduce.weight)
+        nn.init.kaiming_normal_(self.expand.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
+        s = F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+        return x * s
