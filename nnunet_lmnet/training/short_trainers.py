@@ -32,4 +32,4 @@ def _short(base: type, name: str, epochs: int, iterations: int | None = None, va
 for _base in (nnUNetTrainerLMNet, nnUNetTrainerLGMSNet):
     for _epochs in (1, 5, 10, 20, 50, 100, 250, 500):
         _short(_base, f"{_base.__name__}_{_epochs}epochs" if _epochs > 1 else f"{_base.__name__}_1epoch", _epochs)
-    _short(_base, f"{_base.__name__}_Demo", epochs=8, iterations=25, val_iterations=5)
+    _short(_base, f"{_base.__name__}_Demo", epochs=5, iterations=20, val_iterations=4)

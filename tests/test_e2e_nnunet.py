@@ -1,0 +1,145 @@
+"""End to end through the real nnUNetv2_* commands on tiny generated datasets (CPU, 2-iteration trainers).
+
+2D: the demo pipeline (plan/preprocess, train with -tr, predict, evaluate) for both networks, then --val,
+find_best_configuration and the plans route on the same dataset. 3D: anisotropic 3d_fullres for both networks.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from nnunet_env import test_environment
+from nnunet_lmnet.demo import run_demo
+from nnunet_lmnet.nnunet_commands import run
+from nnunet_lmnet.synthetic_dataset import write_synthetic_dataset
+
+pytestmark = pytest.mark.e2e
+
+NETWORK_CLASSES = {"lmnet": "nnunet_lmnet.architectures.lmnet.LMNet",
+                   "lgmsnet": "nnunet_lmnet.architectures.lgmsnet.LGMSNet"}
+TRAINERS = {"lmnet": "nnUNetTrainerLMNet_test", "lgmsnet": "nnUNetTrainerLGMSNet_test"}
+
+
+def _model_folder(env, dataset, trainer, cfg, plans="nnUNetPlans"):
+    return next(Path(env["nnUNet_results"]).glob(dataset)) / f"{trainer}__{plans}__{cfg}"
+
+
+def _check_model(model: Path, arch: str, trainer: str, cfg: str) -> dict:
+    plans = json.loads((model / "plans.json").read_text())
+    architecture = plans["configurations"][cfg]["architecture"]
+    assert architecture["network_class_name"] == NETWORK_CLASSES[arch]
+    ckpt = torch.load(model / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["trainer_name"] == trainer
+    assert (model / "fold_0" / "validation" / "summary.json").is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def demo_2d(tmp_path_factory):
+    """The 2D demo pipeline with the LM-Net test trainer; later tests reuse its folders."""
+    root = tmp_path_factory.mktemp("demo_lmnet")
+    env = test_environment(root)
+    summary = run_demo(root, arch="lmnet", trainer=TRAINERS["lmnet"], num_train=10, num_test=2, overwrite=True,
+                       extra_env=env)
+    return root, env, summary
+
+
+def test_demo_pipeline_lmnet(demo_2d, capsys):
+    root, env, summary = demo_2d
+    preds = sorted(p.name for p in (root / "predictions").glob("*.png"))
+    assert preds == ["synth_010.png", "synth_011.png"]
+    from PIL import Image
+
+    for p in preds:
+        seg = np.array(Image.open(root / "predictions" / p))
+        assert seg.shape == (64, 64) and set(np.unique(seg)) <= {0, 1, 2}
+    assert 0.0 <= summary["foreground_mean"]["Dice"] <= 1.0
+    model = _model_folder(env, "Dataset980_*", TRAINERS["lmnet"], "2d")
+    ckpt = _check_model(model, "lmnet", TRAINERS["lmnet"], "2d")
+    # The checkpoint is in training form (branches present) and loads into the DS-off inference network.
+    assert any(".branches.axial0." in k for k in ckpt["network_weights"])
+    strides = json.loads((model / "plans.json").read_text())["configurations"]["2d"]["architecture"]["arch_kwargs"][
+        "strides"]
+    assert len(strides) == 5
+
+
+def test_validation_rerun_and_find_best_configuration(demo_2d):
+    root, env, _ = demo_2d
+    trainer = TRAINERS["lmnet"]
+    run("nnUNetv2_train", "980", "2d", "0", "-tr", trainer, "--val", "-device", "cpu",
+        env={**env, "nnUNet_n_proc_DA": "0"}, quiet=True)
+    run("nnUNetv2_find_best_configuration", "980", "-c", "2d", "-tr", trainer, "-f", "0", "-np", "1", env=env,
+        quiet=True)
+    results = next(Path(env["nnUNet_results"]).glob("Dataset980_*"))
+    info = json.loads((results / "inference_information.json").read_text())
+    assert info["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == trainer
+
+
+def test_plans_route_trains_the_same_network_with_the_stock_trainer(demo_2d):
+    root, env, _ = demo_2d
+    from nnunet_lmnet.cli import main
+
+    import os
+
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert main(["derive-plans", "-d", "980", "--arch", "lmnet"]) == 0
+        assert main(["derive-plans", "-d", "980", "--arch", "lmnet"]) == 2  # exists, no --overwrite
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    run("nnUNetv2_train", "980", "2d", "0", "-tr", "nnUNetTrainer_test", "-p", "nnUNetPlans_LMNet", "-device", "cpu",
+        env={**env, "nnUNet_n_proc_DA": "0"}, quiet=True)
+    stock = _model_folder(env, "Dataset980_*", "nnUNetTrainer_test", "2d", plans="nnUNetPlans_LMNet")
+    ours = _model_folder(env, "Dataset980_*", TRAINERS["lmnet"], "2d")
+    a = _check_model(stock, "lmnet", "nnUNetTrainer_test", "2d")["network_weights"]
+    b = torch.load(ours / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)[
+        "network_weights"]
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+
+
+def test_demo_pipeline_lgmsnet(tmp_path):
+    env = test_environment(tmp_path)
+    summary = run_demo(tmp_path, arch="lgmsnet", trainer=TRAINERS["lgmsnet"], num_train=10, num_test=2,
+                       overwrite=True, extra_env=env)
+    assert sorted(p.name for p in (tmp_path / "predictions").glob("*.png")) == ["synth_010.png", "synth_011.png"]
+    assert "Dice" in summary["foreground_mean"]
+    _check_model(_model_folder(env, "Dataset980_*", TRAINERS["lgmsnet"], "2d"), "lgmsnet", TRAINERS["lgmsnet"], "2d")
+
+
+@pytest.fixture(scope="module")
+def preprocessed_3d(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e_3d")
+    env = test_environment(root)
+    write_synthetic_dataset(env["nnUNet_raw"], 981, dim=3, num_train=6, num_test=1)
+    run("nnUNetv2_plan_and_preprocess", "-d", "981", "-c", "3d_fullres", "-np", "1", "-npfp", "1", env=env,
+        quiet=True)
+    return root, env
+
+
+@pytest.mark.parametrize("arch", ["lmnet", "lgmsnet"])
+def test_3d_fullres_anisotropic(preprocessed_3d, arch):
+    root, env = preprocessed_3d
+    trainer = TRAINERS[arch]
+    plans = json.loads(next(Path(env["nnUNet_preprocessed"]).glob("Dataset981_*/nnUNetPlans.json")).read_text())
+    assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"][1][0] == 1  # anisotropic
+    run("nnUNetv2_train", "981", "3d_fullres", "0", "-tr", trainer, "-device", "cpu",
+        env={**env, "nnUNet_n_proc_DA": "0"}, quiet=True)
+    out = root / f"pred_{arch}"
+    raw = next(Path(env["nnUNet_raw"]).glob("Dataset981_*"))
+    run("nnUNetv2_predict", "-i", raw / "imagesTs", "-o", out, "-d", "981", "-c", "3d_fullres", "-f", "0", "-tr",
+        trainer, "-device", "cpu", "-npp", "0", "-nps", "0", env=env, quiet=True)
+    import SimpleITK as sitk
+
+    pred = sitk.ReadImage(str(out / "synth_006.nii.gz"))
+    ref = sitk.ReadImage(str(raw / "imagesTs" / "synth_006_0000.nii.gz"))
+    assert pred.GetSize() == ref.GetSize() and pred.GetSpacing() == pytest.approx(ref.GetSpacing())
+    assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
+    model = _model_folder(env, "Dataset981_*", trainer, "3d_fullres")
+    _check_model(model, arch, trainer, "3d_fullres")
