@@ -8,7 +8,7 @@ from nnunet_lmnet.nnunet_commands import nnunet_environment
 TEST_TRAINERS = Path(__file__).parent / "ext_trainers"
 
 
-def test_environment(root: Path) -> dict[str, str]:
+def nnunet_test_env(root: Path) -> dict[str, str]:
     """nnU-Net folders under `root`, one process, no compile, our trainers plus the tests' own ext folder."""
     return nnunet_environment(
         root,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_env import test_environment
+from nnunet_env import nnunet_test_env
 from nnunet_lmnet.demo import run_demo
 from nnunet_lmnet.nnunet_commands import run
 from nnunet_lmnet.synthetic_dataset import write_synthetic_dataset
@@ -40,7 +40,7 @@ def _check_model(model: Path, arch: str, trainer: str, cfg: str) -> dict:
 def demo_2d(tmp_path_factory):
     """The 2D demo pipeline with the LM-Net test trainer; later tests reuse its folders."""
     root = tmp_path_factory.mktemp("demo_lmnet")
-    env = test_environment(root)
+    env = nnunet_test_env(root)
     summary = run_demo(root, arch="lmnet", trainer=TRAINERS["lmnet"], num_train=10, num_test=2, overwrite=True,
                        extra_env=env)
     return root, env, summary
@@ -105,7 +105,7 @@ def test_plans_route_trains_the_same_network_with_the_stock_trainer(demo_2d):
 
 
 def test_demo_pipeline_lgmsnet(tmp_path):
-    env = test_environment(tmp_path)
+    env = nnunet_test_env(tmp_path)
     summary = run_demo(tmp_path, arch="lgmsnet", trainer=TRAINERS["lgmsnet"], num_train=10, num_test=2,
                        overwrite=True, extra_env=env)
     assert sorted(p.name for p in (tmp_path / "predictions").glob("*.png")) == ["synth_010.png", "synth_011.png"]
@@ -116,7 +116,7 @@ def test_demo_pipeline_lgmsnet(tmp_path):
 @pytest.fixture(scope="module")
 def preprocessed_3d(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e_3d")
-    env = test_environment(root)
+    env = nnunet_test_env(root)
     write_synthetic_dataset(env["nnUNet_raw"], 981, dim=3, num_train=6, num_test=1)
     run("nnUNetv2_plan_and_preprocess", "-d", "981", "-c", "3d_fullres", "-np", "1", "-npfp", "1", env=env,
         quiet=True)

@@ -1,0 +1,380 @@
+"""Exact neighbourhood attention (NATTEN <= 0.15 semantics, dilation 1) in pure PyTorch, for 1D, 2D and 3D.
+
+Semantics, per spatial axis of length L with an odd kernel k: query i attends to the keys [s(i), s(i) + k) with
+s(i) = clamp(i - k//2, 0, L - k). Near a border the window is shifted inwards rather than zero-padded, so every
+query sees exactly prod(k) real keys. logits = q.k * scale (+ rpb[(j - i) + (k - 1)] per axis), softmax over
+the prod(k) neighbours, output = weighted sum of v.
+
+Memory: the kernel loops over the prod(k) key offsets. For offset o the key index on each axis is s(i) + o,
+gathered one axis at a time, so at most one map-sized tensor per axis (the size of k or v) is alive at once.
+A custom autograd Function keeps only q, k, v and the attention weights (B, heads, *spatial, prod(k)) for
+backward, and recomputes the neighbour maps there. An unfold-based version would keep prod(k) copies of k and v.
+
+NATTEN is not dispatched to: its functional API changed incompatibly in 0.15 -> 0.17 -> 0.20 (and >= 0.20
+has no RPB), and it cannot be tested here, so no single API can be targeted confidently.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+__all__ = ["neighborhood_attention", "NeighborhoodAttention"]
+
+_FIRST_SPATIAL_AXIS = 3  # inside the kernel q, k, v are "planar": (B, heads, head_dim, *spatial)
+
+
+def _normalize_kernel(kernel_size: int | Sequence[int], ndim: int) -> tuple[int, ...]:
+    """Expand an int to all axes and check that every entry is a positive odd int."""
+    if isinstance(kernel_size, numbers.Integral):
+        entries = [kernel_size] * ndim
+    else:
+        try:
+            entries = list(kernel_size)  # tuple, list, torch.Size, numpy array
+        except TypeError:
+            entries = [kernel_size] * ndim  # not iterable: rejected below
+    if len(entries) != ndim:
+        raise ValueError(f"kernel_size {kernel_size} has {len(entries)} entries, expected {ndim} (one per axis)")
+    if not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) and k >= 1 and k % 2 for k in entries):
+        raise ValueError(f"kernel_size entries must be positive odd ints, got {kernel_size}")
+    return tuple(int(k) for k in entries)  # plain ints, also from numpy ints (plans may hold those)
+
+
+def _rpb_shape(kernel: Sequence[int]) -> tuple[int, ...]:
+    return tuple(2 * k - 1 for k in kernel)
+
+
+def _window_starts(spatial: Sequence[int], kernel: Sequence[int], device: torch.device) -> list[torch.Tensor]:
+    """Per axis, the first key index of every query's window: clamp(i - k//2, 0, L - k)."""
+    return [
+        torch.clamp(torch.arange(length, device=device) - k // 2, 0, length - k)
+        for length, k in zip(spatial, kernel)
+    ]
+
+
+def _offsets(kernel: Sequence[int]) -> list[tuple[int, ...]]:
+    """All key offsets (one int per axis), row-major: the order `_gather_neighbours` yields them in."""
+    return list(itertools.product(*(range(k) for k in kernel)))
+
+
+def _take_shifted(x: torch.Tensor, axis: int, offset: int, k: int) -> torch.Tensor:
+    """x.index_select(axis, s + offset) with s(i) = clamp(i - k//2, 0, L - k), built from slices.
+
+    s(i) + offset is `offset` for the first k//2 queries, i - k//2 + offset in the interior and L - k + offset
+    for the last k//2, so the result is one repeated row, one shifted slice and one repeated row. On the
+    innermost (contiguous) axis this is ~4x faster than index_select, which copies one element at a time.
+    """
+    half, length = k // 2, x.shape[axis]
+    if half == 0:
+        return x
+    border = list(x.shape)
+    border[axis] = half
+    return torch.cat(
+        [
+            x.narrow(axis, offset, 1).expand(border),
+            x.narrow(axis, offset, length - 2 * half),
+            x.narrow(axis, length - k + offset, 1).expand(border),
+        ],
+        dim=axis,
+    )
+
+
+def _add_shifted(acc: torch.Tensor, part: torch.Tensor, axis: int, offset: int, k: int) -> None:
+    """Adjoint of `_take_shifted`: acc.index_add_(axis, s + offset, part), built from slices."""
+    half, length = k // 2, acc.shape[axis]
+    acc.narrow(axis, offset, length - 2 * half).add_(part.narrow(axis, half, length - 2 * half))
+    acc.narrow(axis, offset, 1).add_(part.narrow(axis, 0, half).sum(axis, keepdim=True))
+    acc.narrow(axis, length - k + offset, 1).add_(part.narrow(axis, length - half, half).sum(axis, keepdim=True))
+
+
+def _gather_neighbours(x: torch.Tensor, kernel: Sequence[int]) -> Iterator[torch.Tensor]:
+    """Yield planar x re-indexed so that position i holds x[s(i) + o], for every offset o of `_offsets`.
+
+    Gathers run one axis at a time as a tree: the gather along axis a is shared by all offsets that agree on
+    axes < a, so a 3x3x3 kernel costs 3 + 9 + 27 gathers, not 3 * 27. Kernel 1 on an axis is the identity.
+    """
+
+    def visit(t: torch.Tensor, axis: int) -> Iterator[torch.Tensor]:
+        if axis == len(kernel):
+            yield t
+            return
+        for o in range(kernel[axis]):
+            yield from visit(_take_shifted(t, _FIRST_SPATIAL_AXIS + axis, o, kernel[axis]), axis + 1)
+
+    return visit(x, 0)
+
+
+def _scatter_neighbours(contribution: Callable[[int], torch.Tensor], kernel: Sequence[int]) -> torch.Tensor:
+    """Adjoint of `_gather_neighbours`: the sum over offsets n of contribution(n) moved back to the key positions.
+
+    Mirrors the gather tree, so each tree node costs one scatter into a map-sized accumulator.
+    """
+    offset_ids = itertools.count()
+
+    def visit(axis: int) -> torch.Tensor:
+        if axis == len(kernel):
+            return contribution(next(offset_ids))
+        if kernel[axis] == 1:
+            return visit(axis + 1)
+        acc = None
+        for o in range(kernel[axis]):
+            part = visit(axis + 1)
+            if acc is None:
+                acc = torch.zeros_like(part)
+            _add_shifted(acc, part, _FIRST_SPATIAL_AXIS + axis, o, kernel[axis])
+        return acc
+
+    return visit(0)
+
+
+def _relative_onehots(
+    spatial: Sequence[int], kernel: Sequence[int], dtype: torch.dtype, device: torch.device
+) -> list[torch.Tensor]:
+    """Per axis, an (L, k) one-hot of every query's offset-0 relative index r(i) = s(i) - i + (k - 1), in [0, k).
+
+    The key at offset o sits at j = s(i) + o, so its bias row (j - i) + (k - 1) is r(i) + o: offset o reads the
+    table window [o, o + k) on every axis, and the bias map is that window contracted with these one-hots. The
+    same contraction, transposed, sums the rpb gradient deterministically (no index_add / atomics).
+    """
+    onehots = []
+    for s, k in zip(_window_starts(spatial, kernel, device), kernel):
+        rel = s - torch.arange(s.numel(), device=device) + (k - 1)
+        onehots.append(F.one_hot(rel, k).to(dtype))
+    return onehots
+
+
+def _rpb_equation(ndim: int, with_offsets: bool) -> str:
+    """einsum for table window (heads, *k) x one-hots (L, k) -> bias (heads, *spatial), or its transpose."""
+    map_axes, table_axes = "xyz"[:ndim], "abc"[:ndim]
+    onehots = ",".join(m + t for m, t in zip(map_axes, table_axes))
+    if with_offsets:  # gradient: (prod(k), heads, *spatial) -> (prod(k), heads, *k)
+        return f"nh{map_axes},{onehots}->nh{table_axes}"
+    return f"h{table_axes},{onehots}->h{map_axes}"
+
+
+def _table_window(offset: Sequence[int], kernel: Sequence[int]) -> tuple[slice, ...]:
+    return (slice(None), *(slice(o, o + k) for o, k in zip(offset, kernel)))
+
+
+def _to_planar(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, heads, *spatial, d) -> contiguous (B, heads, d, *spatial) in `dtype`: at most one copy, none when x
+    already is a view of such a tensor (as NeighborhoodAttention passes it). Callers must not write to it.
+
+    With head_dim outermost among the per-head axes, the gathers move long contiguous runs and the sums over
+    head_dim are plain vector adds; with head_dim last (often 1-8 channels) both are several times slower.
+    """
+    planar = x.movedim(-1, 2)
+    if planar.dtype == dtype and planar.is_contiguous():
+        return planar
+    out = torch.empty(planar.shape, dtype=dtype, device=x.device)
+    return out.copy_(planar)
+
+
+def _weighted_sum(weights: torch.Tensor, maps: Iterator[torch.Tensor], planar: bool = True) -> torch.Tensor:
+    """sum_n weights[n] * maps_n, weights (prod(k), B, heads, *spatial), maps planar (B, heads, d, *spatial) or,
+    with planar=False, (B, heads, *spatial). Accumulates in place: no prod(k)-sized temporary."""
+    total = None
+    for n, m in enumerate(maps):
+        w = weights[n].unsqueeze(2) if planar else weights[n]
+        total = w * m if total is None else total.addcmul_(w, m)
+    return total
+
+
+def _softmax_first_axis_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over axis 0, in place: the logits are the largest buffer, so no second one is allocated."""
+    logits.sub_(logits.amax(0, keepdim=True)).exp_()
+    return logits.div_(logits.sum(0, keepdim=True))
+
+
+class _NeighborhoodAttentionFn(torch.autograd.Function):
+    """Forward saves q, k, v (as given) and the attention weights; backward recomputes the neighbour maps.
+
+    Inside, logits and weights are laid out (prod(k), B, heads, *spatial): one contiguous slab per offset, and
+    a softmax over the leading axis is far faster than over a short trailing one.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, rpb, kernel, scale):
+        compute_dtype = torch.promote_types(q.dtype, torch.float32)  # fp16/bf16 -> fp32, fp64 stays fp64
+        spatial = q.shape[2:-1]
+
+        q_scaled = _to_planar(q, compute_dtype) * scale
+        logits = q_scaled.new_empty((math.prod(kernel), *q.shape[:-1]))
+        for n, k_n in enumerate(_gather_neighbours(_to_planar(k, compute_dtype), kernel)):
+            torch.sum(q_scaled * k_n, dim=2, out=logits[n])
+        del q_scaled
+        if rpb is not None:
+            table = rpb.to(compute_dtype)
+            onehots = _relative_onehots(spatial, kernel, compute_dtype, q.device)
+            equation = _rpb_equation(len(kernel), with_offsets=False)
+            for n, offset in enumerate(_offsets(kernel)):
+                logits[n] += torch.einsum(equation, table[_table_window(offset, kernel)], *onehots)  # over batch
+        attn = _softmax_first_axis_(logits)
+
+        out = _weighted_sum(attn, _gather_neighbours(_to_planar(v, compute_dtype), kernel))
+
+        ctx.save_for_backward(q, k, v, attn)
+        ctx.kernel, ctx.scale = kernel, scale
+        ctx.rpb_meta = None if rpb is None else (rpb.shape, rpb.dtype)
+        return out.movedim(2, -1).to(q.dtype)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        q, k, v, attn = ctx.saved_tensors
+        kernel, scale = ctx.kernel, ctx.scale
+        compute_dtype = attn.dtype
+        g = _to_planar(grad_out, compute_dtype)
+
+        # d loss / d attn, then through the softmax in place: dlogits = attn * (dattn - sum_n attn * dattn).
+        grad_logits = torch.empty_like(attn)
+        for n, v_n in enumerate(_gather_neighbours(_to_planar(v, compute_dtype), kernel)):
+            torch.sum(g * v_n, dim=2, out=grad_logits[n])
+        grad_logits.sub_(_weighted_sum(attn, iter(grad_logits), planar=False)).mul_(attn)
+
+        grad_q = grad_k = grad_v = grad_rpb = None
+        if ctx.needs_input_grad[0]:
+            grad_q = _weighted_sum(grad_logits, _gather_neighbours(_to_planar(k, compute_dtype), kernel))
+            grad_q = grad_q.mul_(scale).movedim(2, -1).to(q.dtype)
+        if ctx.needs_input_grad[1]:
+            q_scaled = _to_planar(q, compute_dtype) * scale
+            grad_k = _scatter_neighbours(lambda n: grad_logits[n].unsqueeze(2) * q_scaled, kernel)
+            grad_k = grad_k.movedim(2, -1).to(k.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_v = _scatter_neighbours(lambda n: attn[n].unsqueeze(2) * g, kernel)
+            grad_v = grad_v.movedim(2, -1).to(v.dtype)
+        if ctx.needs_input_grad[3]:
+            rpb_shape, rpb_dtype = ctx.rpb_meta
+            onehots = _relative_onehots(q.shape[2:-1], kernel, compute_dtype, q.device)
+            equation = _rpb_equation(len(kernel), with_offsets=True)
+            per_window = torch.einsum(equation, grad_logits.sum(1), *onehots)  # (prod(k), heads, *k)
+            grad_table = grad_logits.new_zeros(rpb_shape)
+            for n, offset in enumerate(_offsets(kernel)):
+                grad_table[_table_window(offset, kernel)] += per_window[n]
+            grad_rpb = grad_table.to(rpb_dtype)
+        return grad_q, grad_k, grad_v, grad_rpb, None, None
+
+
+def neighborhood_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kernel_size: int | Sequence[int],
+    rpb: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """Neighbourhood attention with NATTEN <= 0.15 semantics (dilation 1, border windows shifted inwards).
+
+    q, k: (B, heads, *spatial, head_dim); v: (B, heads, *spatial, head_dim_v); 1 to 3 spatial axes.
+    kernel_size: odd int or one odd int per spatial axis; every spatial size must be >= its kernel.
+    rpb: optional relative position bias (heads, 2k_0-1, ..., 2k_{d-1}-1).
+    scale: defaults to head_dim ** -0.5.
+    Logits and softmax are computed in float32 (float64 for float64 inputs); the result has q's dtype.
+    """
+    if q.dim() not in (4, 5, 6):
+        raise ValueError(f"q must be (B, heads, *spatial, head_dim) with 1-3 spatial axes, got shape {tuple(q.shape)}")
+    if k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(
+            f"k must match q's shape and v all but the last axis: q {tuple(q.shape)}, k {tuple(k.shape)}, "
+            f"v {tuple(v.shape)}"
+        )
+    if not (q.dtype == k.dtype == v.dtype):
+        raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    spatial = tuple(q.shape[2:-1])
+    kernel = _normalize_kernel(kernel_size, len(spatial))
+    for axis, (length, kk) in enumerate(zip(spatial, kernel)):
+        if length < kk:
+            raise ValueError(
+                f"spatial size {length} on axis {axis} is smaller than the kernel size {kk}; every spatial size "
+                f"must be >= its kernel size (NeighborhoodAttention pads small inputs, this function does not)"
+            )
+    if rpb is not None:
+        expected = (q.shape[1], *_rpb_shape(kernel))
+        if tuple(rpb.shape) != expected:
+            raise ValueError(f"rpb must have shape {expected} (heads, 2k-1 per axis), got {tuple(rpb.shape)}")
+    if scale is None:
+        scale = q.shape[-1] ** -0.5
+    return _NeighborhoodAttentionFn.apply(q, k, v, rpb, kernel, float(scale))
+
+
+class NeighborhoodAttention(nn.Module):
+    """Multi-head neighbourhood attention on channels-last maps (B, *spatial, dim), like NATTEN's modules.
+
+    qkv Linear -> heads (channel = head * head_dim + d) -> neighbourhood attention (+ RPB) -> proj Linear.
+    Inputs smaller than the kernel on an axis are zero-padded at the end of that axis before qkv and the
+    output is cropped back, as NATTEN <= 0.15 does. Attention and projection dropout are 0.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kernel_size: int | Sequence[int],
+        spatial_dims: int,
+        rpb: bool = True,
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if spatial_dims not in (1, 2, 3):
+            raise ValueError(f"spatial_dims must be 1, 2 or 3, got {spatial_dims}")
+        if num_heads < 1 or dim % num_heads != 0:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.kernel_size = _normalize_kernel(kernel_size, spatial_dims)
+        self.spatial_dims = spatial_dims
+        self.scale = self.head_dim ** -0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        if rpb:
+            self.rpb = nn.Parameter(torch.zeros(num_heads, *_rpb_shape(self.kernel_size)))
+            nn.init.trunc_normal_(self.rpb, std=0.02)
+        else:
+            self.register_parameter("rpb", None)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, "
+            f"spatial_dims={self.spatial_dims}, rpb={self.rpb is not None}"
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != self.spatial_dims + 2 or x.shape[-1] != self.dim:
+            raise ValueError(
+                f"expected channels-last input (B, {', '.join(['L'] * self.spatial_dims)}, {self.dim}), "
+                f"got shape {tuple(x.shape)}"
+            )
+        spatial = tuple(x.shape[1:-1])
+        x = self._pad_to_kernel(x, spatial)
+        batch, padded = x.shape[0], tuple(x.shape[1:-1])
+        nd = self.spatial_dims
+
+        # (B, *S, 3*dim) -> one contiguous (3, B, heads, head_dim, *S) copy, passed on as (B, heads, *S, head_dim)
+        # views: that is the kernel's internal layout, so it needs no copies of its own.
+        qkv = self.qkv(x).reshape(batch, *padded, 3, self.num_heads, self.head_dim)
+        qkv = qkv.permute(nd + 1, 0, nd + 2, nd + 3, *range(1, nd + 1)).contiguous()
+        q, k, v = (t.movedim(2, -1) for t in qkv.unbind(0))
+        out = neighborhood_attention(q, k, v, self.kernel_size, self.rpb, self.scale)
+
+        out = out.permute(0, *range(2, nd + 2), 1, nd + 2).reshape(batch, *padded, self.dim)
+        out = self.proj(out)
+        if padded != spatial:
+            out = out[(slice(None), *(slice(0, length) for length in spatial))]
+        return out
+
+    def _pad_to_kernel(self, x: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+        """Zero-pad the end of every spatial axis shorter than its kernel (NATTEN <= 0.15 behaviour)."""
+        missing = [max(k - length, 0) for length, k in zip(spatial, self.kernel_size)]
+        if not any(missing):
+            return x
+        pad = [0, 0]  # F.pad lists the last axis first: channels, then spatial axes from the last one
+        for m in reversed(missing):
+            pad += [0, m]
+        return F.pad(x, pad)
