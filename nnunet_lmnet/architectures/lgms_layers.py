@@ -1,0 +1,112 @@
+"""Small conv units LGMSNet is assembled from: norm choice, conv-norm-act, up-conv and fusion conv.
+
+Every unit takes ``conv_axes`` (one bool per spatial axis, False where the nnU-Net plan's kernel is 1 on that axis)
+so a level with plan kernel (1, 3, 3) convolves only in-plane; ``None`` means all axes (upstream behaviour).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .ops import batch_norm_nd, conv_nd, instance_norm_nd, interpolation_mode, same_padding
+
+NORMS = ("batch", "instance", "instance_affine")
+
+
+def default_norm(dim: int) -> str:
+    """Upstream's choice: BatchNorm in 2D, InstanceNorm3d(affine=False) in 3D."""
+    return "batch" if dim == 2 else "instance"
+
+
+def make_norm(kind: str, dim: int, channels: int) -> nn.Module:
+    if kind == "batch":
+        return batch_norm_nd(dim)(channels)
+    if kind == "instance":
+        return instance_norm_nd(dim)(channels)  # PyTorch default affine=False, as upstream 3D
+    if kind == "instance_affine":
+        return instance_norm_nd(dim)(channels, affine=True)
+    raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+
+
+def full_axes(dim: int, conv_axes: Sequence[bool] | None) -> tuple[bool, ...]:
+    axes = (True,) * dim if conv_axes is None else tuple(bool(a) for a in conv_axes)
+    if len(axes) != dim:
+        raise ValueError(f"conv_axes has {len(axes)} entries for {dim} spatial dims")
+    return axes
+
+
+def axis_kernel(size: int, conv_axes: Sequence[bool]) -> tuple[int, ...]:
+    """Kernel `size` on the axes the level convolves along, 1 on the others."""
+    return tuple(size if on else 1 for on in conv_axes)
+
+
+class ConvNormAct(nn.Sequential):
+    """conv -> norm -> activation (``act=None`` leaves the activation out)."""
+
+    def __init__(
+        self,
+        dim: int,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        *,
+        conv_axes: Sequence[bool] | None = None,
+        norm: str = "batch",
+        act: type[nn.Module] | None = nn.SiLU,
+        bias: bool = False,
+        groups: int = 1,
+    ):
+        kernel = axis_kernel(kernel_size, full_axes(dim, conv_axes))
+        layers = [
+            conv_nd(dim)(in_channels, out_channels, kernel, padding=same_padding(kernel), groups=groups, bias=bias),
+            make_norm(norm, dim, out_channels),
+        ]
+        if act is not None:
+            layers.append(act())
+        super().__init__(*layers)
+
+
+class UpConv(nn.Module):
+    """Interpolate to the skip's exact size, then 3x3 conv (bias) -> norm -> ReLU.
+
+    Interpolating to a size (not by a factor 2) is what lets anisotropic plan strides such as (1, 2, 2) work.
+    """
+
+    def __init__(self, dim: int, in_channels: int, out_channels: int, *, conv_axes=None, norm: str = "batch"):
+        super().__init__()
+        self.mode = interpolation_mode(dim)
+        self.conv = ConvNormAct(
+            dim, in_channels, out_channels, 3, conv_axes=conv_axes, norm=norm, act=nn.ReLU, bias=True
+        )
+
+    def forward(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        x = F.interpolate(x, size=tuple(size), mode=self.mode, align_corners=False)
+        return self.conv(x)
+
+
+class FusionConv(nn.Sequential):
+    """Decoder fusion of the concatenated (skip, up) maps: grouped 3x3 -> 1x1 (x4 width) -> 1x1.
+
+    Upstream (CMUNeXt style) puts the activation *before* the norm and uses biases; kept as is.
+    """
+
+    def __init__(
+        self, dim: int, in_channels: int, out_channels: int, *, conv_axes=None, norm: str = "batch", groups: int = 2
+    ):
+        conv = conv_nd(dim)
+        kernel = axis_kernel(3, full_axes(dim, conv_axes))
+        hidden = 4 * out_channels
+        super().__init__(
+            conv(in_channels, in_channels, kernel, padding=same_padding(kernel), groups=groups, bias=True),
+            nn.GELU(),
+            make_norm(norm, dim, in_channels),
+            conv(in_channels, hidden, 1, bias=True),
+            nn.GELU(),
+            make_norm(norm, dim, hidden),
+            conv(hidden, out_channels, 1, bias=True),
+            nn.GELU(),
+            make_norm(norm, dim, out_channels),
+        )
