@@ -1,0 +1,478 @@
+"""Shared machinery for the dataset converters.
+
+- Output staging: everything is written into a hidden folder next to the target (``.DatasetXXX_Name.<rand>.tmp``
+  in ``$nnUNet_raw``) and renamed into place only after the last file is written, so an error or Ctrl-C never
+  leaves a half-written dataset that nnU-Net could pick up. nnU-Net looks datasets up with the prefix
+  ``DatasetXXX``, so the hidden name is invisible to it.
+- Source discovery: users point at the archive's top folder or at the folder inside it; :func:`locate` searches
+  the given folder and up to two levels below it.
+- Parallel map with a progress bar (spawn-safe: workers are top-level functions of the dataset modules).
+- Image/mask decoding with errors that name the file (:class:`nnunet_lmnet.errors.UserError`).
+
+Only the standard library is imported at module level: ``nnunet-lmnet``'s CLI imports this module at start-up.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import sys
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from nnunet_lmnet.errors import UserError
+
+# Default nnU-Net dataset ids and names (5xx: no clash with nnU-Net's own conversion scripts).
+DEFAULTS: dict[str, tuple[int, str]] = {
+    "kvasir": (501, "KvasirSEG"),
+    "busi": (502, "BUSI"),
+    "lgg": (503, "LGG"),
+    "isic2018": (504, "ISIC2018"),
+    "btcv": (505, "BTCV"),
+    "kits23": (506, "KiTS23"),
+    "lgg3d": (507, "LGG3D"),
+}
+
+# Small by default: the work is I/O and codec bound and every spawned worker pays its own imports.
+DEFAULT_NUM_PROCESSES = max(1, min(4, os.cpu_count() or 1))
+
+CONVERTED_BY = "nnunet-lmnet convert"
+
+# Pixels that are neither near 0 nor near 255: a few are expected on edges of JPEG or resampled masks; many mean
+# the file is not a binary mask.
+_GREY_LOW, _GREY_HIGH, _MAX_GREY_FRACTION = 32, 223, 0.05
+
+
+# ----------------------------------------------------------------------------------------------------- source
+
+def check_source(source) -> Path:
+    """The user's SOURCE as an absolute path; a clear error if it is missing, not a folder, or empty."""
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UserError(f"SOURCE {path} does not exist. Point at the folder you extracted the download into.")
+    if not path.is_dir():
+        raise UserError(f"SOURCE {path} is a file, not a folder. Extract the archive first and point at the "
+                        f"extracted folder.")
+    if not any(p for p in path.iterdir() if not p.name.startswith(".")):
+        raise UserError(f"SOURCE {path} is empty. Extract the download into it (or point at the folder that "
+                        f"holds the extracted files).")
+    return path.resolve()
+
+
+def _visible_subdirs(path: Path) -> list[Path]:
+    try:
+        entries = sorted(path.iterdir())
+    except OSError:
+        return []
+    # __MACOSX holds resource forks that macOS adds to zip files; never data.
+    return [p for p in entries if p.is_dir() and not p.name.startswith(".") and p.name != "__MACOSX"]
+
+
+def locate(source: Path, is_root: Callable[[Path], bool], what: str, expected: str, max_depth: int = 2) -> Path:
+    """Find the dataset folder at ``source`` or up to ``max_depth`` levels below it (breadth-first).
+
+    The shallowest match wins, so a second copy deeper in the tree (LGG's nested ``lgg-mri-segmentation/
+    kaggle_3m``) is never used. Two matches at the same depth are ambiguous and refused.
+    """
+    level = [source]
+    for _ in range(max_depth + 1):
+        found = [p for p in level if is_root(p)]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            names = ", ".join(str(p) for p in found)
+            raise UserError(f"SOURCE {source} holds several {what} folders ({names}). Point at one of them.")
+        level = [c for p in level for c in _visible_subdirs(p)]
+        if not level:
+            break
+    raise UserError(f"SOURCE {source} does not hold the {what} data: expected {expected} in it or up to "
+                    f"{max_depth} level(s) below it. Check that you picked the right folder and converter.")
+
+
+def list_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    """Visible files in ``folder`` whose name ends with one of ``suffixes`` (case-insensitive), sorted."""
+    suffixes = tuple(s.lower() for s in suffixes)
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(suffixes))
+
+
+def pair_files(images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path,
+               mask_pattern: str, mask_word: str = "mask") -> list[tuple[str, Path, Path]]:
+    """Match images and masks by key; any unmatched file on either side is an error naming it."""
+    no_mask = sorted(set(images) - set(masks))
+    no_image = sorted(set(masks) - set(images))
+    if no_mask:
+        raise UserError(f"{len(no_mask)} image(s) in {image_dir} have no {mask_word} in {mask_dir} "
+                        f"(expected {mask_pattern}): {preview(images[k].name for k in no_mask)}. "
+                        f"Restore the missing {mask_word}s from the original download.")
+    if no_image:
+        raise UserError(f"{len(no_image)} {mask_word}(s) in {mask_dir} have no image in {image_dir}: "
+                        f"{preview(masks[k].name for k in no_image)}. Restore the images or remove the stray "
+                        f"{mask_word}s.")
+    return [(k, images[k], masks[k]) for k in sorted(images)]
+
+
+def safe_id(name: str) -> str:
+    """A case id nnU-Net and every file system accept: characters other than letters, digits, '-' and '_' -> '_'."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "case"
+
+
+def preview(items, n: int = 5) -> str:
+    """``'a', 'b', 'c' and 7 more``: for error messages about many files or ids."""
+    items = list(items)
+    text = ", ".join(repr(i) for i in items[:n])
+    return text + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+# ----------------------------------------------------------------------------------------------------- output
+
+def raw_root(output_root=None) -> Path:
+    """``output_root`` or ``$nnUNet_raw``; created if only the last level is missing."""
+    if output_root is None:
+        env = os.environ.get("nnUNet_raw")
+        if not env:
+            raise UserError("nnUNet_raw is not set. Set it to the folder that holds nnU-Net's raw datasets, "
+                            "e.g. `export nnUNet_raw=/data/nnUNet_raw`, and run the command again.")
+        root = Path(env).expanduser()
+        origin = "nnUNet_raw"
+    else:
+        root = Path(output_root).expanduser()
+        origin = "output_root"
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{origin}={root} is a file, not a folder. Point it at a folder.")
+    if not root.exists():
+        if not root.parent.is_dir():
+            raise UserError(f"{origin}={root} does not exist and neither does its parent. Create it or fix "
+                            f"the path.")
+        root.mkdir()
+    return root.resolve()
+
+
+def dataset_folder_name(dataset_id: int, name: str) -> str:
+    if isinstance(dataset_id, bool) or not isinstance(dataset_id, int) or not 1 <= dataset_id <= 999:
+        raise UserError(f"dataset id must be an integer from 1 to 999 (nnU-Net folders are named "
+                        f"DatasetXXX_Name), got {dataset_id!r}.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_\-]*", name or ""):
+        raise UserError(f"dataset name {name!r} may only hold letters, digits, '_' and '-' (it becomes part of "
+                        f"a folder name nnU-Net parses).")
+    return f"Dataset{dataset_id:03d}_{name}"
+
+
+def _is_within(path: Path, other: Path) -> bool:
+    try:
+        path.resolve().relative_to(other.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+@dataclass
+class Stage:
+    """Where a conversion writes (``dir``, hidden) and where the result will appear (``target``)."""
+    dir: Path
+    target: Path
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+
+@contextmanager
+def staged_dataset(source: Path, output_root, dataset_id: int, name: str, overwrite: bool) -> Iterator[Stage]:
+    """Yield a Stage; on success its hidden folder becomes ``<raw>/DatasetXXX_Name``, on any error it is deleted.
+
+    The checks (existing target, id clash, source/target overlap) run before any work, so a refused conversion
+    costs nothing.
+    """
+    root = raw_root(output_root)
+    folder = dataset_folder_name(dataset_id, name)
+    target = root / folder
+    # nnU-Net resolves datasets by id and refuses ids that match two folders.
+    clash = sorted(p.name for p in root.glob(f"Dataset{dataset_id:03d}_*") if p.name != folder)
+    if clash:
+        raise UserError(f"{root} already holds {', '.join(clash)} with dataset id {dataset_id}; nnU-Net would not "
+                        f"know which one to use. Choose another --dataset-id or remove that folder.")
+    if _is_within(target, source) or _is_within(source, target):
+        raise UserError(f"the output {target} and SOURCE {source} overlap. The source is never modified: put "
+                        f"nnUNet_raw somewhere else.")
+    if (target.exists() or target.is_symlink()) and not overwrite:
+        raise UserError(f"{target} already exists. Pass --overwrite (overwrite=True) to replace it, or choose "
+                        f"another --dataset-id / --name.")
+    tmp = root / f".{folder}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()
+    restore = _exit_on_sigterm()
+    try:
+        yield Stage(tmp, target)
+        if target.exists() or target.is_symlink():
+            old = root / f".{folder}.{uuid.uuid4().hex[:8]}.old"
+            target.rename(old)
+            tmp.rename(target)
+            _remove(old)
+        else:
+            tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        restore()
+
+
+def _exit_on_sigterm() -> Callable[[], None]:
+    """Turn SIGTERM (e.g. a batch scheduler's kill) into SystemExit so the temporary folder is removed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def write_dataset_json(folder: Path, channel_names: dict, labels: dict, num_training: int, file_ending: str,
+                       **kwargs) -> None:
+    """dataset.json through nnU-Net's own writer (its ``citation`` argument is buggy: we pass ``reference``)."""
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+    # generate_dataset_json edits the dicts in place.
+    generate_dataset_json(str(folder), dict(channel_names), dict(labels), num_training, file_ending, **kwargs)
+
+
+def verify_dataset(folder: Path, num_processes: int) -> None:
+    """nnU-Net's own integrity check (as ``nnUNetv2_plan_and_preprocess --verify_dataset_integrity``) on the staged
+    folder, so a dataset nnU-Net would reject never appears in ``$nnUNet_raw``."""
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+
+    try:
+        verify_dataset_integrity(str(folder), num_processes)
+    except (AssertionError, RuntimeError, FileNotFoundError) as e:
+        raise UserError(f"nnU-Net's dataset integrity check rejected the converted data ({e}; details above), so "
+                        f"nothing was written. Please report this together with the message.") from None
+
+
+def write_json(path: Path, obj) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+
+def write_case_mapping(folder: Path, source_root: Path, mapping: dict[str, Sequence[Path]]) -> None:
+    """``case_mapping.json``: nnU-Net case id -> the source files it came from (relative to SOURCE's dataset root).
+
+    nnU-Net ignores it; it keeps every output case traceable to the user's download.
+    """
+    rel = {case: [str(Path(p).relative_to(source_root)) for p in files] for case, files in sorted(mapping.items())}
+    write_json(folder / "case_mapping.json", rel)
+
+
+def report(target: Path, num_training: int, num_test: int, splits_note: str) -> None:
+    test = f", {num_test} test image(s) in imagesTs" if num_test else ""
+    print(f"Wrote {target}: {num_training} training case(s){test}; {splits_note}.")
+
+
+# ------------------------------------------------------------------------------------------- parallel + progress
+
+def _call_indexed(packed):
+    func, index, task = packed
+    return index, func(task)
+
+
+def parallel_map(func: Callable, tasks: Sequence, num_processes: int, desc: str) -> list:
+    """``[func(t) for t in tasks]`` over a spawn pool of ``num_processes`` workers, with a progress bar.
+
+    ``func`` must be a top-level function (spawn pickles it by name). The first failing task stops the pool and
+    its error propagates.
+    """
+    from tqdm import tqdm
+
+    if not isinstance(num_processes, int) or num_processes < 1:
+        raise UserError(f"--num-processes must be a positive integer, got {num_processes!r}.")
+    tasks = list(tasks)
+    results: list = [None] * len(tasks)
+    with tqdm(total=len(tasks), desc=desc, unit="case", file=sys.stderr, mininterval=0.5, leave=False) as bar:
+        if num_processes == 1 or len(tasks) <= 1:
+            for i, task in enumerate(tasks):
+                results[i] = func(task)
+                bar.update()
+        else:
+            workers = min(num_processes, len(tasks))
+            # Batches amortise inter-process traffic for many small cases and still balance large ones.
+            chunksize = max(1, min(16, len(tasks) // (workers * 8)))
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                packed = [(func, i, t) for i, t in enumerate(tasks)]
+                for i, result in pool.imap_unordered(_call_indexed, packed, chunksize=chunksize):
+                    results[i] = result
+                    bar.update()
+    return results
+
+
+# ------------------------------------------------------------------------------------------------- 2D images
+
+def open_image(path: Path):
+    """Decode an image fully (so truncation shows up here), or raise a UserError naming the file."""
+    from PIL import Image
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), DecompressionBombError, ...
+        raise UserError(f"cannot read {path}: {e}. The file is corrupt or not an image; extract it again from "
+                        f"the original download.") from None
+    return img
+
+
+def check_same_size(image_size, mask_size, image_path: Path, mask_path: Path) -> None:
+    if tuple(image_size) != tuple(mask_size):
+        raise UserError(f"size mismatch: image {image_path} is {image_size[0]}x{image_size[1]} but its mask "
+                        f"{mask_path} is {mask_size[0]}x{mask_size[1]} (width x height). Replace the mask with "
+                        f"the one from the original download.")
+
+
+def mask_plane(img, path: Path):
+    """One 2D intensity plane (float or uint8 numpy array, 0..255) from a mask in any PIL mode.
+
+    Colour masks: the brightest channel (masks carry equal channels; JPEG noise differs slightly between
+    them). Masks with alpha are composited onto black, which covers both "opaque white lesion on transparent
+    background" and "alpha fully opaque".
+    """
+    import numpy as np
+
+    mode = img.mode
+    if mode == "P":
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode == "1":
+        return np.asarray(img.convert("L"))
+    if mode == "L":
+        return np.asarray(img)
+    if mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        return arr * (255.0 / 65535.0) if arr.max() > 255 else arr
+    if mode in ("LA", "RGB", "RGBA"):
+        arr = np.asarray(img)
+        colour = arr[..., :-1] if mode in ("LA", "RGBA") else arr
+        if colour.shape[-1] == 3:
+            spread = colour.max(-1).astype(np.int16) - colour.min(-1)
+            if (spread > 48).mean() > 0.01:
+                raise UserError(f"{path} has coloured pixels, so it is not a mask (masks are black/white). Check "
+                                f"that the image and mask folders are not swapped.")
+        plane = colour.max(-1)
+        if mode in ("LA", "RGBA"):
+            plane = plane * (arr[..., -1] / 255.0)
+        return plane
+    raise UserError(f"{path} uses the image mode {mode!r}, which is not a mask format this converter knows "
+                    f"(expected a grey, RGB or RGBA 8-bit image).")
+
+
+def binarize(plane, path: Path, lossy: bool):
+    """uint8 {0,1} mask from a 0..255 plane: 0/1 masks kept, otherwise >127 with sanity checks.
+
+    Lossless masks (PNG/TIFF) must be 0/255 or 0/1 up to a few edge pixels; lossy JPEG masks have ringing
+    values near 0 and 255 that the threshold removes. Many grey pixels, or a lossless mask whose values stay
+    below 128, mean the file is not a binary mask: an error, not a silent empty label.
+    """
+    import numpy as np
+
+    top = float(plane.max()) if plane.size else 0.0
+    if top <= 1:
+        return (plane > 0).astype(np.uint8)
+    if not lossy and top < 128:
+        values = np.unique(plane)
+        raise UserError(f"unexpected label values in {path}: {preview([v.item() for v in values], 8)}. A binary "
+                        f"mask must hold 0/255 (or 0/1). Replace it with the original mask.")
+    grey = float(((plane >= _GREY_LOW) & (plane <= _GREY_HIGH)).mean())
+    if grey > _MAX_GREY_FRACTION:
+        raise UserError(f"unexpected label values in {path}: {grey:.0%} of its pixels are grey (between "
+                        f"{_GREY_LOW} and {_GREY_HIGH}), so it is not a binary 0/255 mask. Check that the file is "
+                        f"the mask and not an image.")
+    return (plane > 127).astype(np.uint8)
+
+
+def load_binary_mask(path: Path, lossy: bool | None = None):
+    """Read a mask file into a uint8 {0,1} array; ``lossy`` defaults to 'is it a JPEG'."""
+    img = open_image(path)
+    if lossy is None:
+        lossy = path.suffix.lower() in (".jpg", ".jpeg")
+    return binarize(mask_plane(img, path), path, lossy), img.size
+
+
+def save_png(img, path: Path) -> None:
+    img.save(path, format="PNG")
+
+
+def save_label_png(mask, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(mask.astype("uint8"), mode="L").save(path, format="PNG")
+
+
+# ------------------------------------------------------------------------------------------------ NIfTI helpers
+
+def check_gzip_stream(path: Path) -> None:
+    """Decompress a .gz file to the end without keeping it: catches truncated or corrupt downloads cheaply."""
+    import gzip
+    import zlib
+
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(f"{path} is corrupt or truncated ({e}). Download or extract it again.") from None
+
+
+def load_nifti_header(path: Path):
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path))
+    except Exception as e:  # nibabel raises ImageFileError, OSError, EOFError, ...
+        raise UserError(f"cannot read {path} as NIfTI: {e}. Download or extract it again.") from None
+
+
+def label_values(img, path: Path, allowed: Sequence[int]):
+    """The integer values present in a NIfTI label; an error naming the file for values outside ``allowed``."""
+    import numpy as np
+
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as e:
+        raise UserError(f"cannot read the voxels of {path}: {e}. Download or extract it again.") from None
+    if data.dtype.kind == "u" and data.dtype.itemsize == 1:
+        counts = np.bincount(data.ravel(), minlength=256)
+        values = np.flatnonzero(counts)
+    else:
+        values = np.unique(data)
+    allowed = set(allowed)
+    bad = [v.item() for v in values if v != np.round(v) or int(v) not in allowed]
+    if bad:
+        raise UserError(f"unexpected label values in {path}: {preview(bad, 8)} (expected only "
+                        f"{min(allowed)}..{max(allowed)}). Check that the file is a label map of this dataset.")
+    return sorted(int(v) for v in values)
+
+
+def check_same_geometry(image, label, image_path: Path, label_path: Path) -> None:
+    import numpy as np
+
+    if tuple(image.shape[:3]) != tuple(label.shape[:3]):
+        raise UserError(f"size mismatch: {image_path} has shape {tuple(image.shape)} but its label {label_path} "
+                        f"has shape {tuple(label.shape)}. Replace the label with the matching file.")
+    zi, zl = image.header.get_zooms()[:3], label.header.get_zooms()[:3]
+    if not np.allclose(zi, zl, rtol=1e-3, atol=1e-4):
+        raise UserError(f"spacing mismatch: {image_path} has voxel spacing {tuple(map(float, zi))} but its label "
+                        f"{label_path} has {tuple(map(float, zl))}. Replace the label with the matching file.")
