@@ -1,14 +1,14 @@
 """``nnunet-lmnet info``: parameters, MACs and output shape of a paper preset.
 
-MACs are counted for one forward pass (batch 1, eval mode) with torch's FlopCounterMode (convolutions, linear
-layers and matrix products, including the global attention's QK^T and AV through SDPA) plus, analytically, the
-neighbourhood attention's QK^T and AV (2 x positions x window x channels per layer), which runs as element-wise
-products the counter does not see. Norms, activations, softmax and interpolation are not counted.
+MACs are counted for one forward pass (batch 1, eval mode) by ``benchmarking.complexity.count_macs``: torch's
+FlopCounterMode (convolutions, linear layers and matrix products, including the global attention's QK^T and AV
+through SDPA) plus the neighbourhood attention's QK^T and AV (2 x positions x window x channels per layer), which
+runs as element-wise products the counter does not see and is declared by the module (``extra_macs``). Norms,
+activations, softmax and interpolation are not counted.
 """
 from __future__ import annotations
 
 import json
-import math
 
 from .errors import UserError
 
@@ -28,39 +28,6 @@ def paper_network(arch: str, dim: int, in_channels: int, classes: int):
     return cls(input_channels=in_channels, num_classes=classes, deep_supervision=False, **kwargs)
 
 
-def count_macs(network, input_shape) -> int:
-    """MACs of one forward pass (batch as in `input_shape`, eval mode), attention included (see module doc)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from nnunet_lmnet.architectures.neighborhood_attention import NeighborhoodAttention
-    from nnunet_lmnet.benchmarking.complexity import count_macs as counter_macs
-
-    na_modules = {name: m for name, m in network.named_modules() if isinstance(m, NeighborhoodAttention)}
-    analytic = 0
-
-    def hook(module, args, output):
-        nonlocal analytic
-        x = args[0]  # channels-last (B, *spatial, C): QK^T and AV, one MAC per position, neighbour and channel
-        analytic += 2 * x.shape[0] * math.prod(x.shape[1:-1]) * math.prod(module.kernel_size) * x.shape[-1]
-
-    handles = [m.register_forward_hook(hook) for m in na_modules.values()]
-    try:
-        total = counter_macs(network, input_shape)
-        # The counter also sees the small products that add the relative position bias inside the attention;
-        # take everything it attributes to an attention module except its qkv/proj layers back out.
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            network.eval()(torch.zeros(input_shape))
-    finally:
-        for h in handles:
-            h.remove()
-    per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
-    root = type(network).__name__  # the counter names modules '<RootClass>.<path>'
-    inside = sum(per_module.get(f"{root}.{n}", 0) - per_module.get(f"{root}.{n}.qkv", 0)
-                 - per_module.get(f"{root}.{n}.proj", 0) for n in na_modules)
-    return total - inside // 2 + analytic // 2
-
-
 def _set_fuse_in_eval(net, value: bool) -> None:
     for m in net.modules():
         if hasattr(m, "fuse_in_eval"):
@@ -71,6 +38,7 @@ def describe(arch: str, dim: int, in_channels: int, classes: int, patch: list[in
     import torch
 
     from nnunet_lmnet.architectures.stage_geometry import total_stride
+    from nnunet_lmnet.benchmarking.complexity import count_macs
 
     if len(patch) != dim:
         raise UserError(f"--patch needs {dim} sizes for --dim {dim}, got {patch}")
