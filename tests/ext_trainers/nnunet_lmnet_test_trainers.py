@@ -1,8 +1,9 @@
 """Trainers for the end-to-end tests, found by nnU-Net through this folder in nnUNet_extTrainer.
 
 Listing this folder next to the plugin's also checks that a user's own ext folder keeps working beside ours.
-One epoch of 2 iterations; one torch thread (the CLI's ``-device cpu`` sets one thread per core, which collapses
-when another process holds a core); seeded for repeatable runs.
+One epoch of 2 iterations (the benchmark ones: two epochs, so `fastest_epoch` is a minimum); one torch thread (the
+CLI's ``-device cpu`` sets one thread per core, which collapses when another process holds a core); seeded for
+repeatable runs.
 """
 import random
 
@@ -10,6 +11,10 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunet_lmnet.training.benchmark_trainers import (
+    nnUNetTrainerBenchmarkAnyDevice_5epochs,
+    nnUNetTrainerLMNetBenchmarkAnyDevice_5epochs,
+)
 from nnunet_lmnet.training.trainers import nnUNetTrainerLGMSNet, nnUNetTrainerLMNet
 
 
@@ -41,3 +46,17 @@ class nnUNetTrainer_test(nnUNetTrainer):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         _shorten(self)
+
+
+class nnUNetTrainerBenchmarkAnyDevice_5epochs_test(nnUNetTrainerBenchmarkAnyDevice_5epochs):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _shorten(self)
+        self.num_epochs = 2
+
+
+class nnUNetTrainerLMNetBenchmarkAnyDevice_5epochs_test(nnUNetTrainerLMNetBenchmarkAnyDevice_5epochs):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _shorten(self)
+        self.num_epochs = 2
