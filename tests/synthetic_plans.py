@@ -3,65 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from nnunet_lmnet.benchmarking.synthetic_plans import default_configuration as _package_configuration
+from nnunet_lmnet.benchmarking.synthetic_plans import plans_with  # noqa: F401 (re-exported for the tests)
+
 
 def default_configuration(strides, kernel_sizes, patch_size, batch_size=2) -> dict:
-    """A configuration as nnU-Net's default planner writes it (PlainConvUNet), for the given geometry."""
-    dim = len(patch_size)
-    n = len(strides)
-    conv = f"torch.nn.modules.conv.Conv{dim}d"
-    norm = f"torch.nn.modules.instancenorm.InstanceNorm{dim}d"
-    return {
-        "data_identifier": f"nnUNetPlans_{dim}d",
-        "preprocessor_name": "DefaultPreprocessor",
-        "batch_size": batch_size,
-        "patch_size": list(patch_size),
-        "spacing": [1.0] * dim,
-        "normalization_schemes": ["ZScoreNormalization"],
-        "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape",
-        "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": {
-            "network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-            "arch_kwargs": {
-                "n_stages": n,
-                "features_per_stage": [min(32 * 2 ** i, 320) for i in range(n)],
-                "conv_op": conv,
-                "kernel_sizes": [list(k) for k in kernel_sizes],
-                "strides": [list(s) for s in strides],
-                "n_conv_per_stage": [2] * n,
-                "n_conv_per_stage_decoder": [2] * (n - 1),
-                "conv_bias": True,
-                "norm_op": norm,
-                "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-                "dropout_op": None,
-                "dropout_op_kwargs": None,
-                "nonlin": "torch.nn.LeakyReLU",
-                "nonlin_kwargs": {"inplace": True},
-            },
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-        },
-        "batch_dice": True,
-    }
-
-
-def plans_with(configurations: dict) -> dict:
-    return {
-        "dataset_name": "Dataset999_Synthetic",
-        "plans_name": "nnUNetPlans",
-        "original_median_spacing_after_transp": [1.0, 1.0, 1.0],
-        "original_median_shape_after_transp": [64, 64, 64],
-        "image_reader_writer": "SimpleITKIO",
-        "transpose_forward": [0, 1, 2],
-        "transpose_backward": [0, 1, 2],
-        "configurations": configurations,
-        "experiment_planner_used": "ExperimentPlanner",
-        "label_manager": "LabelManager",
-        "foreground_intensity_properties_per_channel": {},
-    }
+    """The package's default configuration with widths capped at 320 in 2D too (the tests' geometry)."""
+    return _package_configuration(strides, kernel_sizes, patch_size, batch_size, max_features=320)
 
 
 def ds_scales(strides) -> list[np.ndarray]:

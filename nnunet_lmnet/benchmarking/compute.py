@@ -1,0 +1,578 @@
+"""Compute benchmark: nnU-Net's default network and ours, built from the same plans configuration.
+
+Per network: parameters, MACs/FLOPs at the planned patch, training-step time, inference time per patch and peak
+memory. Each network is measured in a fresh child process (multiprocessing "spawn"), so peak memory and allocator
+state do not carry over from the previous network. Python callers of ``run_benchmark`` need the usual
+``if __name__ == "__main__":`` guard in scripts, as for any spawn pool.
+
+- Networks: "default" = ``get_network_from_plans`` on the configuration, as ``nnUNetTrainer`` builds it; "lmnet" /
+  "lgmsnet" = ``training.network_builder.build_network`` on the configuration our trainers see (architecture block
+  derived from the plans, so deep-supervision scales follow the network's own strides).
+- Training step: batch of the plans, random data and label maps (one per deep-supervision output), nnU-Net's loss
+  (Dice + CE, or Dice + BCE for regions, in DeepSupervisionWrapper with weights 1/2^i, last 0, normalised),
+  SGD lr 1e-2, momentum 0.99, Nesterov, weight decay 3e-5, gradient clipping at 12; forward + backward + step.
+  On CUDA under fp16 autocast with a GradScaler, as nnU-Net trains.
+- Inference: batch 1 at the patch, ``eval()``, deep supervision off, ``torch.inference_mode()`` (fp16 autocast on
+  CUDA), i.e. one sliding-window tile without mirroring. LM-Net's multi-branch blocks run fused in eval.
+- Times are medians of ``repeats`` runs after ``warmup`` runs, CUDA synchronised around each run.
+- Memory: CUDA ``max_memory_allocated``; CPU peak resident set size of the child process (Linux VmHWM); each reset
+  before its phase (inference first, then training) and reported with the amount just before the first forward.
+- MACs: ``complexity.count_macs``, see ``MACS_NOTE``; counted after the timed phases, so they do not raise the
+  memory peaks.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+from ..errors import UserError
+
+ARCHS = ("default", "lmnet", "lgmsnet")
+DISPLAY = {"default": "nnU-Net default", "lmnet": "LM-Net", "lgmsnet": "LGMSNet"}
+RATIO_KEYS = ("params", "macs", "flops", "macs_inference", "flops_inference", "train_step_s", "inference_s",
+              "peak_memory_bytes", "peak_memory_delta_bytes", "peak_memory_inference_bytes",
+              "peak_memory_inference_delta_bytes")
+MACS_NOTE = (
+    "MACs: one forward pass, batch 1, at the patch, deep supervision off, counted with torch.utils.flop_counter "
+    "(convolutions, linear layers, matrix products; global attention's QK^T and AV through scaled_dot_product_"
+    "attention) plus LM-Net's neighbourhood attention QK^T and AV as the module declares them (extra_macs: "
+    "positions x window x channels each); element-wise ops, norms, activations, softmax not counted. 'MACs' is the "
+    "network as trained (LM-Net's parallel branches), 'inference' as nnU-Net's predictor runs it (LM-Net fused). "
+    "FLOPs = 2 x MACs."
+)
+
+
+# --------------------------------------------------------------------------------------------- networks and loss
+def build_benchmark_network(arch: str, configuration: dict, in_channels: int, num_outputs: int,
+                            deep_supervision: bool):
+    """(network, ConfigurationManager the trainer would see for it)."""
+    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+
+    from nnunet_lmnet.plans.derive import derive_architecture
+    from nnunet_lmnet.training.network_builder import build_network
+
+    if arch == "default":
+        cm = ConfigurationManager(configuration)
+        net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
+                                     cm.network_arch_init_kwargs_req_import, in_channels, num_outputs,
+                                     allow_init=True, deep_supervision=deep_supervision)
+        return net, cm
+    # Our trainers rewrite the plans first (plans.derive); the same view gives the network's own DS scales.
+    cm = ConfigurationManager(dict(configuration,
+                                   architecture=derive_architecture(arch, configuration["architecture"])))
+    return build_network(arch, cm, in_channels, num_outputs, deep_supervision), cm
+
+
+def _ds_loss(cm, n_outputs: int, regions: bool):
+    import numpy as np
+    from nnunetv2.training.loss.compound_losses import DC_and_BCE_loss, DC_and_CE_loss
+    from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+
+    if regions:
+        loss = DC_and_BCE_loss({}, {"batch_dice": cm.batch_dice, "do_bg": True, "smooth": 1e-5, "ddp": False},
+                               use_ignore_label=False, dice_class=MemoryEfficientSoftDiceLoss)
+    else:
+        loss = DC_and_CE_loss({"batch_dice": cm.batch_dice, "smooth": 1e-5, "do_bg": False, "ddp": False}, {},
+                              weight_ce=1, weight_dice=1, ignore_label=None, dice_class=MemoryEfficientSoftDiceLoss)
+    weights = np.array([1 / 2 ** i for i in range(n_outputs)])
+    weights[-1] = 0  # nnU-Net leaves the lowest output out of the loss
+    return loss, DeepSupervisionWrapper(loss, weights / weights.sum())
+
+
+def _targets(cm, batch: int, num_outputs: int, regions: bool, device):
+    """Random targets at nnU-Net's deep-supervision scales (as DownsampleSegForDSTransform rounds them)."""
+    import numpy as np
+    import torch
+
+    scales = list(1 / np.cumprod(np.vstack(cm.pool_op_kernel_sizes), axis=0))[:-1]
+    shapes = [tuple(int(round(p * s)) for p, s in zip(cm.patch_size, sc)) for sc in scales]
+    if regions:
+        return [torch.randint(0, 2, (batch, num_outputs, *s), device=device).float() for s in shapes]
+    return [torch.randint(0, num_outputs, (batch, 1, *s), device=device, dtype=torch.int16) for s in shapes]
+
+
+def count_network_macs(net, input_shape) -> tuple[int, int]:
+    """(MACs as trained, MACs as the predictor runs it) with ``complexity.count_macs``; DS must already be off."""
+    from .complexity import count_macs
+
+    fusable = [m for m in net.modules() if hasattr(m, "fuse_in_eval")]
+    was_training = net.training
+    try:
+        for m in fusable:
+            m.fuse_in_eval = False  # count LM-Net's parallel branches, the form that is trained
+        macs = count_macs(net, input_shape)
+        for m in fusable:
+            m.fuse_in_eval = True
+        macs_inference = count_macs(net, input_shape) if fusable else macs
+    finally:
+        net.train(was_training)
+    return macs, macs_inference
+
+
+# --------------------------------------------------------------------------------------------- memory (child)
+def _status_bytes(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            m = re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M)
+        return int(m.group(1)) * 1024 if m else None
+    except OSError:
+        return None
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:  # "5" resets the peak RSS (VmHWM), Linux >= 4.0
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    peak = _status_bytes("VmHWM")
+    if peak is None:  # not Linux: lifetime peak (ru_maxrss is kB on Linux, bytes on macOS)
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if platform.system() == "Darwin" else 1024)
+    return peak
+
+
+class _Memory:
+    """Peak of one phase: CUDA allocated memory, or the process' resident set size (where the peak cannot be reset,
+    the lifetime peak, which the training phase dominates)."""
+
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.cuda = torch, device.type == "cuda"
+
+    def start(self) -> int | None:
+        """Reset the peak; returns the current amount."""
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+            return int(self.torch.cuda.memory_allocated())
+        _reset_peak_rss()
+        return _status_bytes("VmRSS")
+
+    def peak(self) -> int:
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            return int(self.torch.cuda.max_memory_allocated())
+        return _peak_rss()
+
+
+# --------------------------------------------------------------------------------------------- measurement (child)
+def _timed(fn, repeats: int, warmup: int, sync) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _measure(job: dict) -> dict:
+    """Runs in a fresh process: build, train-step timing, inference timing, counts. Returns one record."""
+    import torch
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    device = torch.device(job["device"])
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # as nnU-Net's run_training
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda else contextlib.nullcontext
+    arch, in_ch, out_ch, regions = job["arch"], job["in_channels"], job["num_outputs"], job["regions"]
+
+    net, cm = build_benchmark_network(arch, job["configuration"], in_ch, out_ch, deep_supervision=True)
+    rec = {"arch": arch, "name": DISPLAY[arch],
+           "network_class": f"{type(net).__module__}.{type(net).__qualname__}",
+           "strides": [list(map(int, s)) for s in cm.pool_op_kernel_sizes], "threads": torch.get_num_threads()}
+    from .complexity import count_parameters_in_state_dict
+
+    rec["params"] = count_parameters_in_state_dict(net.state_dict())
+    net.to(device)
+    patch, batch = list(cm.patch_size), int(cm.batch_size)
+    # Loss and optimizer before the baseline: importing nnU-Net's loss modules alone adds resident memory.
+    plain_loss, loss = _ds_loss(cm, len(cm.pool_op_kernel_sizes) - 1, regions)
+    train_net = net
+    if job["compile"]:  # what nnU-Net does on CUDA unless nnUNet_compile is off
+        train_net = torch.compile(net)
+        plain_loss.dc = torch.compile(plain_loss.dc)
+    optimizer = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
+    scaler = None
+    if cuda:  # torch.GradScaler is torch >= 2.3
+        scaler = torch.GradScaler("cuda") if hasattr(torch, "GradScaler") else torch.cuda.amp.GradScaler()
+    mem = _Memory(device)
+    try:
+        rec["memory_baseline_bytes"] = mem.start()  # weights only, before the first forward
+        # Inference first: on CPU the allocator keeps freed memory, so training's activations would inflate an
+        # inference peak measured after it; the other way round training reuses that memory.
+        net.decoder.deep_supervision = False  # nnU-Net's toggle (contract item 3), as its predictor builds it
+        net.eval()
+        x1 = torch.randn(1, in_ch, *patch, device=device)
+
+        def infer():
+            with torch.inference_mode(), amp():
+                net(x1)
+
+        times = _timed(infer, job["repeats"], job["warmup"], sync)
+        rec["peak_memory_inference_bytes"] = mem.peak()
+        rec["inference_times_s"], rec["inference_s"] = times, statistics.median(times)
+        del x1
+
+        net.decoder.deep_supervision = True
+        net.train()
+        x = torch.randn(batch, in_ch, *patch, device=device)
+        targets = _targets(cm, batch, out_ch, regions, device)
+
+        def train_step():
+            optimizer.zero_grad(set_to_none=True)
+            with amp():
+                value = loss(train_net(x), targets)
+            if scaler is not None:
+                scaler.scale(value).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                value.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
+                optimizer.step()
+
+        mem.start()
+        times = _timed(train_step, job["repeats"], job["warmup"], sync)
+        rec["peak_memory_bytes"] = mem.peak()
+        rec["train_step_times_s"], rec["train_step_s"] = times, statistics.median(times)
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError or the CPU allocator's failure: record it, go on
+        if "out of memory" not in str(e).lower() and "can't allocate memory" not in str(e):
+            raise
+        return {**rec, "error": f"out of memory: {str(e).splitlines()[0]}"}
+    if rec["memory_baseline_bytes"] is not None:
+        for key in ("peak_memory_bytes", "peak_memory_inference_bytes"):
+            rec[key.replace("_bytes", "_delta_bytes")] = rec[key] - rec["memory_baseline_bytes"]
+
+    optimizer.zero_grad(set_to_none=True)
+    net.decoder.deep_supervision = False
+    net.cpu()
+    rec["macs"], rec["macs_inference"] = count_network_macs(net, (1, in_ch, *patch))
+    rec["flops"], rec["flops_inference"] = 2 * rec["macs"], 2 * rec["macs_inference"]
+    return rec
+
+
+def _in_fresh_process(job: dict) -> dict:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(_measure, job).result()
+        except BrokenProcessPool:  # e.g. killed by the kernel's out-of-memory killer
+            return {"arch": job["arch"], "name": DISPLAY[job["arch"]],
+                    "error": "the measuring process died (out of memory?)"}
+
+
+# --------------------------------------------------------------------------------------------- descriptions
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+        if m:
+            return m.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str, threads: int | None, threads_source: str) -> dict:
+    import importlib.metadata as md
+    import importlib.util
+
+    import torch
+
+    def version(dist):
+        try:
+            return md.version(dist)
+        except md.PackageNotFoundError:
+            return None
+
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    info = {
+        "hostname": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+        "cpu_model": _cpu_model(), "cpu_count": os.cpu_count(), "cpus_available": len(affinity) if affinity else None,
+        "torch": torch.__version__, "nnunetv2": version("nnunetv2"),
+        "dynamic_network_architectures": version("dynamic_network_architectures"),
+        "nnunet_lmnet": version("nnunet-lmnet"), "natten": importlib.util.find_spec("natten") is not None,
+        "device": device, "threads": threads or torch.get_num_threads(), "threads_source": threads_source,
+    }
+    if device == "cuda":
+        info.update(device_name=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
+                    cudnn=torch.backends.cudnn.version())
+    else:
+        info["device_name"] = info["cpu_model"]
+    return info
+
+
+def describe_configuration(configuration: dict, plans: dict | None, name: str | None, in_channels: int,
+                           num_outputs: int, regions: bool, source: str | None) -> dict:
+    arch = configuration["architecture"]
+    return {
+        "source": source, "dataset_name": (plans or {}).get("dataset_name"),
+        "plans_name": (plans or {}).get("plans_name"), "configuration": name,
+        "patch_size": list(configuration["patch_size"]), "batch_size": int(configuration["batch_size"]),
+        "spacing": configuration.get("spacing"), "network_class_name": arch["network_class_name"],
+        "strides": arch["arch_kwargs"].get("strides"), "kernel_sizes": arch["arch_kwargs"].get("kernel_sizes"),
+        "in_channels": in_channels, "num_outputs": num_outputs, "regions": regions,
+    }
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def resolve_inputs(dataset: str | None = None, plans_name: str = "nnUNetPlans", plans_file: Path | None = None,
+                   synthetic: str | None = None, configuration: str | None = None, patch_size=None,
+                   batch_size: int | None = None, in_channels: int | None = None,
+                   classes: int | None = None) -> dict:
+    """Keyword arguments of ``run_benchmark`` (plus 'label') from one of: a dataset (-d), a plans file, --synthetic.
+
+    Channels: explicit values, else the dataset.json next to the plans (via nnU-Net's LabelManager), else 1 / 2."""
+    from ._common import load_json_file, require_env_folder, resolve_dataset_name
+
+    dataset_json = None
+    if synthetic is not None:
+        from . import synthetic_plans as sp
+
+        if synthetic not in sp.SYNTHETIC_PATCH:
+            raise UserError(f"--synthetic takes one of {sorted(sp.SYNTHETIC_PATCH)}, got {synthetic!r}")
+        name = configuration or sp.SYNTHETIC_CONFIGURATION_NAME[synthetic]
+        try:
+            cfg = sp.synthetic_configuration(synthetic, patch_size, batch_size, in_channels or 1, classes or 2)
+        except ValueError as e:
+            raise UserError(f"--patch: {e}") from None
+        plans, source, label = None, "synthetic nnU-Net default plans", f"synthetic_{synthetic}"
+    else:
+        if dataset is not None:
+            folder = require_env_folder("nnUNet_preprocessed") / resolve_dataset_name(dataset)
+            plans_path = folder / f"{plans_name}.json"
+            if not plans_path.is_file():
+                raise UserError(f"plans file not found: {plans_path}. Run `nnUNetv2_plan_and_preprocess -d {dataset}` "
+                                f"first, or name existing plans with -p (e.g. -p nnUNetResEncUNetMPlans).")
+            label = f"{folder.name}__{plans_name}"
+        else:
+            plans_path = Path(plans_file)
+            if not plans_path.is_file():
+                raise UserError(f"plans file not found: {plans_path}. Give the path of a plans .json (--plans FILE); "
+                                f"for a plans identifier of a preprocessed dataset use -d DATASET -p PLANS.")
+            label = plans_path.stem
+        plans = load_json_file(plans_path, "plans file")
+        configurations = sorted(plans.get("configurations", {}))
+        if configuration not in configurations:
+            what = "-c is required" if configuration is None else f"{plans_path} has no configuration {configuration!r}"
+            raise UserError(f"{what}; choose one of {configurations} with -c.")
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        name = configuration
+        cfg = dict(PlansManager(plans).get_configuration(name).configuration)  # resolves inherits_from
+        if batch_size:
+            cfg["batch_size"] = int(batch_size)
+        if patch_size:
+            cfg["patch_size"] = _checked_patch(cfg, patch_size)
+        if (plans_path.parent / "dataset.json").is_file():  # nnU-Net keeps it next to preprocessed and trained plans
+            dataset_json = load_json_file(plans_path.parent / "dataset.json", "dataset.json")
+        source, label = str(plans_path), f"{label}__{name}"
+    if "architecture" not in cfg:
+        raise UserError(f"configuration {name!r} has no 'architecture' block; re-plan with nnunetv2 >= 2.3.")
+
+    n_in, n_out, regions = 1, 2, False
+    if dataset_json is not None:
+        from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+        pm = PlansManager(plans)
+        lm = pm.get_label_manager(dataset_json)
+        n_in = determine_num_input_channels(pm, pm.get_configuration(name), dataset_json)
+        n_out, regions = lm.num_segmentation_heads, lm.has_regions
+    return {"configuration": cfg, "plans": plans, "configuration_name": name, "source": source, "label": label,
+            "in_channels": int(in_channels or n_in), "num_outputs": int(classes or n_out),
+            "regions": bool(regions and not classes)}
+
+
+def _checked_patch(cfg: dict, patch_size) -> list[int]:
+    import numpy as np
+
+    patch = [int(p) for p in patch_size]
+    strides = cfg["architecture"]["arch_kwargs"].get("strides")
+    if len(patch) != len(cfg["patch_size"]):
+        raise UserError(f"--patch needs {len(cfg['patch_size'])} sizes for this configuration, got {patch}")
+    divisor = np.prod(np.array(strides), axis=0).tolist() if strides else [1] * len(patch)
+    if any(p % d for p, d in zip(patch, divisor)):
+        raise UserError(f"--patch {patch} is not divisible by the plans' total stride {divisor} per axis")
+    return patch
+
+
+# --------------------------------------------------------------------------------------------- run
+def check_device(device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu or cuda, got {device!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was requested but PyTorch sees no CUDA GPU. Use --device cpu, or install "
+                            "a CUDA build of PyTorch that matches the driver (check torch.cuda.is_available()).")
+
+
+def add_ratios(networks: dict) -> str:
+    """Set each record's ratios to the 'default' network of the same run; returns the note for the report."""
+    base = networks.get("default")
+    if base is None or "error" in base:
+        for rec in networks.values():
+            rec["ratio_to_default"] = None
+        return "omitted: " + ("'default' not among the benchmarked networks" if base is None
+                              else "the default network failed")
+    for rec in networks.values():
+        rec["ratio_to_default"] = {k: rec[k] / base[k] for k in RATIO_KEYS
+                                   if isinstance(rec.get(k), (int, float)) and isinstance(base.get(k), (int, float))
+                                   and base[k]}
+    return "(×) = value / value of nnU-Net's default network in this run"
+
+
+def run_benchmark(configuration: dict, plans: dict | None = None, archs=ARCHS, device: str = "cpu",
+                  repeats: int = 5, warmup: int = 2, threads: int | None = None, in_channels: int = 1,
+                  num_outputs: int = 2, regions: bool = False, configuration_name: str | None = None,
+                  compile_network: bool = False, source: str | None = None) -> dict:
+    """Benchmark `archs` on one (resolved) plans configuration dict; returns the JSON-ready result.
+
+    `num_outputs` = nnU-Net's ``label_manager.num_segmentation_heads`` (classes incl. background, or regions)."""
+    archs = list(dict.fromkeys(archs))
+    unknown = [a for a in archs if a not in ARCHS]
+    if unknown or not archs:
+        raise UserError(f"unknown network(s) {unknown}; choose from {list(ARCHS)}")
+    if repeats < 1 or warmup < 0:
+        raise UserError("--repeats must be >= 1 and --warmup >= 0")
+    if threads is not None and threads < 1:
+        raise UserError("--threads must be >= 1")
+    check_device(device)
+    if compile_network and device != "cuda":
+        raise UserError("--compile is for --device cuda (nnU-Net never compiles on CPU)")
+    job = {"configuration": configuration, "in_channels": int(in_channels), "num_outputs": int(num_outputs),
+           "regions": bool(regions), "device": device, "repeats": int(repeats), "warmup": int(warmup),
+           "threads": threads, "compile": bool(compile_network)}
+    networks = {arch: _in_fresh_process(dict(job, arch=arch)) for arch in archs}
+    ratios_note = add_ratios(networks)
+    used_threads = threads or max((rec.get("threads", 0) for rec in networks.values()), default=0) or None
+    return {
+        "machine": machine_info(device, used_threads, "--threads" if threads else "torch default"),
+        "configuration": describe_configuration(configuration, plans, configuration_name, in_channels, num_outputs,
+                                                regions, source),
+        "settings": {"repeats": repeats, "warmup": warmup, "statistic": "median", "compile": bool(compile_network),
+                     "amp": "fp16 autocast + GradScaler" if device == "cuda" else "none (fp32)",
+                     "memory": "torch.cuda.max_memory_allocated" if device == "cuda"
+                     else "peak resident set size of a fresh child process (Linux VmHWM)"},
+        "notes": {"macs": MACS_NOTE, "ratios": ratios_note},
+        "networks": networks,
+    }
+
+
+# --------------------------------------------------------------------------------------------- report
+def _fmt_bytes(n) -> str:
+    if n is None:
+        return "n/a"
+    for div, unit in ((2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
+
+
+def _fmt_s(t) -> str:
+    return "n/a" if t is None else (f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s")
+
+
+def markdown_report(result: dict) -> str:
+    from ._common import fmt_count, md_table
+
+    m, c, s = result["machine"], result["configuration"], result["settings"]
+    cpu = m["device"] == "cpu"
+
+    def ratio(rec, key):
+        r = (rec.get("ratio_to_default") or {}).get(key)
+        return None if r is None or rec["arch"] == "default" else f"{r:.2f}×"
+
+    def with_ratio(rec, key, text):
+        r = ratio(rec, key)
+        return f"{text} ({r})" if r else text
+
+    def memory(rec, peak_key):
+        delta_key = peak_key.replace("_bytes", "_delta_bytes")
+        if rec.get(delta_key) is None:
+            return with_ratio(rec, peak_key, _fmt_bytes(rec.get(peak_key)))
+        # on CPU the peak includes the process' libraries: the ratio is of the increase Δ
+        r = ratio(rec, delta_key if cpu else peak_key)
+        return f"{_fmt_bytes(rec[peak_key])} (Δ {_fmt_bytes(rec[delta_key])}{', ' + r if r else ''})"
+
+    rows = []
+    for rec in result["networks"].values():
+        if "error" in rec:
+            rows.append([rec["name"], f"failed: {rec['error']}"] + [""] * 6)
+            continue
+        rows.append([
+            rec["name"],
+            with_ratio(rec, "params", fmt_count(rec["params"])),
+            with_ratio(rec, "macs", fmt_count(rec["macs"])),
+            with_ratio(rec, "macs_inference", fmt_count(rec["macs_inference"])),
+            with_ratio(rec, "train_step_s", _fmt_s(rec["train_step_s"])),
+            with_ratio(rec, "inference_s", _fmt_s(rec["inference_s"])),
+            memory(rec, "peak_memory_bytes"),
+            memory(rec, "peak_memory_inference_bytes"),
+        ])
+    header = ["Network", "Parameters", "MACs", "MACs (inference form)", f"Train step (batch {c['batch_size']})",
+              "Inference (1 patch)", "Peak memory, training", "Peak memory, inference"]
+    where = " / ".join(str(v) for v in (c["dataset_name"] or c["source"], c["plans_name"], c["configuration"]) if v)
+    device = m["device_name"] + ("" if not cpu else f", {m['threads']} thread(s) ({m['threads_source']})")
+    lines = [
+        f"# Compute benchmark: {where}",
+        "",
+        f"- Machine: {device}; {m['cpu_count']} CPUs; torch {m['torch']}, nnunetv2 {m['nnunetv2']}",
+        f"- Configuration: patch {'x'.join(map(str, c['patch_size']))}, batch {c['batch_size']}, "
+        f"{len(c['strides'] or [])} stages, strides {c['strides']}, {c['in_channels']} input channel(s), "
+        f"{c['num_outputs']} output(s){' (regions)' if c['regions'] else ''}",
+        f"- Times: median of {s['repeats']} after {s['warmup']} warm-up; training step = forward + backward + SGD "
+        f"step with nnU-Net's deep-supervision loss; AMP: {s['amp']}{'; torch.compile' if s['compile'] else ''}",
+        f"- Memory: {s['memory']}; Δ = increase over the amount before the first forward (weights loaded)"
+        + ("; on CPU the ratio is of Δ" if cpu else ""),
+        f"- Ratios: {result['notes']['ratios']}",
+        f"- {MACS_NOTE}",
+        "",
+        md_table(header, rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: dict, out_dir: Path, overwrite: bool) -> tuple[Path, Path]:
+    import json
+
+    from ._common import atomic_write_text, refuse_existing
+
+    paths = report_paths(out_dir)
+    refuse_existing(paths, overwrite)
+    atomic_write_text(paths[0], json.dumps(result, indent=2) + "\n")
+    atomic_write_text(paths[1], markdown_report(result))
+    return paths
+
+
+def report_paths(out_dir: Path) -> tuple[Path, Path]:
+    return out_dir / "benchmark.json", out_dir / "benchmark.md"
