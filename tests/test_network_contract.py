@@ -11,7 +11,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_lmnet.architectures.multibranch_block import MultiBranchBlock
 from nnunet_lmnet.plans.derive import derive_architecture
 from nnunet_lmnet.training.network_builder import build_network
-from synthetic_plans import GRID, default_configuration, ds_scales
+from synthetic_plans import ANISO_3D_6, GRID, default_configuration, ds_scales
 
 ARCHS = ["lmnet", "lgmsnet"]
 
@@ -103,14 +103,19 @@ def test_lmnet_fused_equals_training_form(case):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_bf16_autocast_cpu_is_finite(arch):
-    strides, kernels = [[1, 1]] + [[2, 2]] * 4, [[3, 3]] * 5
-    net, _ = _build(arch, (strides, kernels), (64, 64), 3, 2, ds=True)
-    x = torch.randn(2, 3, 64, 64) * 50  # large inputs stress attention logits
-    target = torch.randint(0, 2, (2, 64, 64))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("geometry, patch", [(([[1, 1]] + [[2, 2]] * 4, [[3, 3]] * 5), (64, 64)),
+                                             (ANISO_3D_6, (16, 32, 32))], ids=["2d", "3d-aniso"])
+def test_autocast_cpu_is_finite(arch, dtype, geometry, patch):
+    """CPU autocast as a proxy for CUDA AMP: fp16 has CUDA's overflow range (nnU-Net trains in fp16 and its
+    predictor accumulates logits in fp16), bf16 its reduced precision."""
+    net, _ = _build(arch, geometry, patch, 3, 2, ds=True)
+    x = torch.randn(2, 3, *patch) * 50  # large inputs stress attention logits
+    target = torch.randint(0, 2, (2, *patch))
+    with torch.autocast("cpu", dtype=dtype):
         outs = net(x)
         loss = torch.nn.functional.cross_entropy(outs[0].float(), target)
+    assert outs[0].dtype == dtype  # autocast really ran the network in reduced precision
     assert all(torch.isfinite(o).all() for o in outs)
     assert torch.isfinite(loss)
     loss.backward()
