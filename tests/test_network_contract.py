@@ -120,3 +120,22 @@ def test_autocast_cpu_is_finite(arch, dtype, geometry, patch):
     assert torch.isfinite(loss)
     loss.backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("geometry, patch", [(([[1, 1]] + [[2, 2]] * 4, [[3, 3]] * 5), (64, 64)),
+                                             (ANISO_3D_6, (16, 32, 32))], ids=["2d", "3d-aniso"])
+def test_torch_compile_traces_training_and_inference(arch, geometry, patch):
+    """nnU-Net compiles the network by default on CUDA. The aot_eager backend runs the same graph capture and
+    AOT-autograd backward as inductor, without code generation, so graph-level failures show up on CPU."""
+    torch._dynamo.reset()
+    net, _ = _build(arch, geometry, patch, 1, 2, ds=True)
+    compiled = torch.compile(net, backend="aot_eager")
+    x = torch.randn(2, 1, *patch)
+    outs = compiled(x)  # training mode: dropout and BatchNorm batch statistics included
+    sum(o.float().square().mean() for o in outs).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x)[0], net(x)[0], rtol=1e-4, atol=1e-5)
+    torch._dynamo.reset()

@@ -10,12 +10,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+class MaskDropout(nn.Dropout):
+    """nn.Dropout as an explicit mask multiply (same distribution and scaling).
+
+    Under torch.compile (2.14) the traced strides of ``native_dropout_backward`` differ from the CPU/CUDA kernel's
+    when the incoming gradient is non-contiguous (here: tokens transposed back to channels-first maps), and the
+    following ``view`` in the linear layer's backward fails ("view size is not compatible"). A multiply's strides
+    are traced exactly.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1 - self.p)
+        return x * keep.div_(1 - self.p)
+
+
 class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.fc2 = nn.Linear(hidden, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = MaskDropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
