@@ -412,13 +412,13 @@ def resolve_inputs(dataset: str | None = None, plans_name: str = "nnUNetPlans", 
 
 
 def _checked_patch(cfg: dict, patch_size) -> list[int]:
-    import numpy as np
+    from nnunet_lmnet.architectures.stage_geometry import total_stride
 
     patch = [int(p) for p in patch_size]
     strides = cfg["architecture"]["arch_kwargs"].get("strides")
     if len(patch) != len(cfg["patch_size"]):
         raise UserError(f"--patch needs {len(cfg['patch_size'])} sizes for this configuration, got {patch}")
-    divisor = np.prod(np.array(strides), axis=0).tolist() if strides else [1] * len(patch)
+    divisor = list(total_stride(strides)) if strides else [1] * len(patch)
     if any(p % d for p, d in zip(patch, divisor)):
         raise UserError(f"--patch {patch} is not divisible by the plans' total stride {divisor} per axis")
     return patch
