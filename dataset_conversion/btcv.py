@@ -37,8 +37,9 @@ from nnunet_lmnet.errors import UserError
 
 from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_gzip_stream, check_same_geometry,
                      check_source, label_values, list_files, load_nifti_header, locate, pair_files, parallel_map,
-                     report, staged_dataset, verify_dataset, write_case_mapping, write_dataset_json)
-from .splits import build_aliases, make_splits, warn_if_preprocessed_differs, write_splits
+                     staged_dataset, write_dataset_json)
+from .finish import announce, seal
+from .splits import build_aliases, make_splits
 
 DEFAULT_ID, DEFAULT_NAME = DEFAULTS["btcv"]
 
@@ -161,10 +162,6 @@ def convert_btcv(source, output_root=None, dataset_id: int | None = None, name: 
                            + (", TransUNet 8-organ label remap" if labels == "synapse8" else ""),
                            reference="Landman et al., MICCAI Multi-Atlas Labeling Beyond the Cranial Vault, 2015",
                            license="Synapse syn3193805 data use terms", converted_by=f"{CONVERTED_BY} btcv")
-        write_splits(out, folds)
-        write_case_mapping(out, root, {c: [p for p in (i, l) if p is not None] for c, i, l in pairs + tests})
-        if verify:
-            verify_dataset(stage.dir, num_processes)
-    warn_if_preprocessed_differs(stage.name, folds)
-    report(stage.target, len(pairs), len(tests), splits_note)
-    return stage.target
+        mapping = {c: [p for p in (i, l) if p is not None] for c, i, l in pairs + tests}
+        seal(stage, root, folds, mapping, verify, num_processes)
+    return announce(stage, folds, len(pairs), len(tests), splits_note)

@@ -27,9 +27,10 @@ from pathlib import Path
 from nnunet_lmnet.errors import UserError
 
 from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_same_size, check_source, load_binary_mask,
-                     locate, open_image, parallel_map, preview, report, save_label_png, save_png, staged_dataset,
-                     verify_dataset, write_case_mapping, write_dataset_json)
-from .splits import build_aliases, make_splits, warn_if_preprocessed_differs, write_splits
+                     locate, open_image, parallel_map, preview, save_label_png, save_png, staged_dataset,
+                     write_dataset_json)
+from .finish import announce, seal
+from .splits import build_aliases, make_splits
 
 DEFAULT_ID, DEFAULT_NAME = DEFAULTS["busi"]
 CLASSES = ("benign", "malignant", "normal")
@@ -134,10 +135,5 @@ def convert_busi(source, output_root=None, dataset_id: int | None = None, name: 
                            + ", ".join(classes) + ")",
                            reference="Al-Dhabyani et al., Dataset of breast ultrasound images, Data in Brief 2020",
                            license="see the BUSI download page", converted_by=f"{CONVERTED_BY} busi")
-        write_splits(stage.dir, folds)
-        write_case_mapping(stage.dir, root, {cid: [img, *masks] for cid, img, masks, _ in cases})
-        if verify:
-            verify_dataset(stage.dir, num_processes)
-    warn_if_preprocessed_differs(stage.name, folds)
-    report(stage.target, len(cases), 0, splits_note)
-    return stage.target
+        seal(stage, root, folds, {cid: [img, *masks] for cid, img, masks, _ in cases}, verify, num_processes)
+    return announce(stage, folds, len(cases), 0, splits_note)

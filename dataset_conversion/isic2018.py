@@ -34,9 +34,10 @@ from pathlib import Path
 from nnunet_lmnet.errors import UserError
 
 from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_same_size, check_source, list_files,
-                     load_binary_mask, locate, pair_files, parallel_map, preview, report, save_label_png, save_png,
-                     staged_dataset, verify_dataset, write_case_mapping, write_dataset_json)
-from .splits import build_aliases, make_splits, warn_if_preprocessed_differs, write_splits
+                     load_binary_mask, locate, pair_files, parallel_map, preview, save_label_png, save_png,
+                     staged_dataset, write_dataset_json)
+from .finish import announce, seal
+from .splits import build_aliases, make_splits
 
 DEFAULT_ID, DEFAULT_NAME = DEFAULTS["isic2018"]
 
@@ -180,10 +181,6 @@ def convert_isic2018(source, output_root=None, dataset_id: int | None = None, na
                            reference="Codella et al. 2019 (arXiv:1902.03368); Tschandl et al. 2018 (HAM10000)",
                            license="ISIC 2018 challenge data: CC BY-NC 4.0, attribution per ATTRIBUTION.txt",
                            converted_by=f"{CONVERTED_BY} isic2018")
-        write_splits(out, folds)
-        write_case_mapping(out, root, {k: [p for p in (i, m) if p is not None] for k, i, m in pairs + test_cases})
-        if verify:
-            verify_dataset(stage.dir, num_processes)
-    warn_if_preprocessed_differs(stage.name, folds)
-    report(stage.target, len(pairs), len(test_cases), splits_note)
-    return stage.target
+        mapping = {k: [p for p in (i, m) if p is not None] for k, i, m in pairs + test_cases}
+        seal(stage, root, folds, mapping, verify, num_processes)
+    return announce(stage, folds, len(pairs), len(test_cases), splits_note)

@@ -32,9 +32,10 @@ from pathlib import Path
 from nnunet_lmnet.errors import UserError
 
 from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_gzip_stream, check_same_geometry,
-                     check_source, label_values, load_nifti_header, locate, parallel_map, preview, report,
-                     staged_dataset, verify_dataset, write_case_mapping, write_dataset_json)
-from .splits import build_aliases, make_splits, warn_if_preprocessed_differs, write_splits
+                     check_source, label_values, load_nifti_header, locate, parallel_map, preview,
+                     staged_dataset, write_dataset_json)
+from .finish import announce, seal
+from .splits import build_aliases, make_splits
 
 DEFAULT_ID, DEFAULT_NAME = DEFAULTS["kits23"]
 LABELS = {"background": 0, "kidney": (1, 2, 3), "masses": (2, 3), "tumor": 2}
@@ -101,10 +102,5 @@ def convert_kits23(source, output_root=None, dataset_id: int | None = None, name
                            dataset_name=stage.name, description="KiTS23 kidney, tumor and cyst segmentation",
                            reference="Heller et al., The KiTS21 Challenge, MedIA 2023; KiTS23 arXiv:2307.01984",
                            license="CC BY-NC-SA 4.0", converted_by=f"{CONVERTED_BY} kits23")
-        write_splits(stage.dir, folds)
-        write_case_mapping(stage.dir, root, {c: [i, l] for c, i, l in cases})
-        if verify:
-            verify_dataset(stage.dir, num_processes)
-    warn_if_preprocessed_differs(stage.name, folds)
-    report(stage.target, len(cases), 0, splits_note)
-    return stage.target
+        seal(stage, root, folds, {c: [i, l] for c, i, l in cases}, verify, num_processes)
+    return announce(stage, folds, len(cases), 0, splits_note)

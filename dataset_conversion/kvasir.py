@@ -21,9 +21,10 @@ from pathlib import Path
 from nnunet_lmnet.errors import UserError
 
 from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_same_size, check_source, list_files,
-                     load_binary_mask, locate, open_image, pair_files, parallel_map, report, safe_id, save_label_png,
-                     save_png, staged_dataset, verify_dataset, write_case_mapping, write_dataset_json)
-from .splits import build_aliases, make_splits, warn_if_preprocessed_differs, write_splits
+                     load_binary_mask, locate, open_image, pair_files, parallel_map, safe_id, save_label_png,
+                     save_png, staged_dataset, write_dataset_json)
+from .finish import announce, seal
+from .splits import build_aliases, make_splits
 
 DEFAULT_ID, DEFAULT_NAME = DEFAULTS["kvasir"]
 _SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -77,13 +78,8 @@ def convert_kvasir(source, output_root=None, dataset_id: int | None = None, name
                            reference="Jha et al., Kvasir-SEG: A Segmented Polyp Dataset, MMM 2020",
                            license="Kvasir-SEG terms: research and education only",
                            converted_by=f"{CONVERTED_BY} kvasir")
-        write_splits(stage.dir, folds)
-        write_case_mapping(stage.dir, root, {k: [i, m] for k, i, m in pairs})
-        if verify:
-            verify_dataset(stage.dir, num_processes)
+        seal(stage, root, folds, {k: [i, m] for k, i, m in pairs}, verify, num_processes)
     empty = sum(1 for a in areas if a == 0)
     if empty:
         print(f"note: {empty} mask(s) hold no polyp.")
-    warn_if_preprocessed_differs(stage.name, folds)
-    report(stage.target, len(pairs), 0, splits_note)
-    return stage.target
+    return announce(stage, folds, len(pairs), 0, splits_note)

@@ -32,9 +32,9 @@ from pathlib import Path
 from nnunet_lmnet.errors import UserError
 
 from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, binarize, check_source, locate, mask_plane,
-                     open_image, parallel_map, preview, report, staged_dataset, verify_dataset, write_case_mapping,
-                     write_dataset_json)
-from .splits import build_aliases, make_splits, warn_if_preprocessed_differs, write_splits
+                     open_image, parallel_map, preview, staged_dataset, write_dataset_json)
+from .finish import announce, seal
+from .splits import build_aliases, make_splits
 
 DEFAULT_ID, DEFAULT_NAME = DEFAULTS["lgg"]
 DEFAULT_ID_3D, DEFAULT_NAME_3D = DEFAULTS["lgg3d"]
@@ -211,10 +211,5 @@ def convert_lgg(source, output_root=None, dataset_id: int | None = None, name: s
                            reference="Buda et al., Comput Biol Med 2019; Mazurowski et al., J Neurooncol 2017",
                            license="see the Kaggle dataset page (derived from TCIA TCGA-LGG)",
                            converted_by=f"{CONVERTED_BY} lgg")
-        write_splits(stage.dir, folds)
-        write_case_mapping(stage.dir, root, mapping)
-        if verify:
-            verify_dataset(stage.dir, num_processes)
-    warn_if_preprocessed_differs(stage.name, folds)
-    report(stage.target, len(case_ids), 0, splits_note)
-    return stage.target
+        seal(stage, root, folds, mapping, verify, num_processes)
+    return announce(stage, folds, len(case_ids), 0, splits_note)
