@@ -20,12 +20,16 @@ PRESETS: dict[str, dict] = {
             "na_rpb": True,
             "mlp_ratio": 2.0,
             "dropout": 0.1,
+            # keep only block inputs for backward and recompute the rest (same function and gradients);
+            # false: keep every intermediate (more memory, no recomputation)
+            "recompute": True,
         },
     },
     "lgmsnet": {
         "network_class_name": "nnunet_lmnet.architectures.lgmsnet.LGMSNet",
         "arch_kwargs": {
             "features_per_stage": [16, 32, 64, 128, 128],
+            "recompute": True,  # as for LM-Net
         },
     },
 }

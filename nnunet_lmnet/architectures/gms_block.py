@@ -11,9 +11,10 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .depthwise import depthwise_conv_nd
 from .gms_transformer import SparseTransformer
 from .lgms_layers import ConvNormAct, axis_kernel, full_axes
-from .ops import batch_norm_nd, conv_nd, same_padding
+from .ops import batch_norm_nd, conv_nd
 
 
 class DepthwiseBranch(nn.Module):
@@ -27,7 +28,7 @@ class DepthwiseBranch(nn.Module):
         conv, bn = conv_nd(dim), batch_norm_nd(dim)
         kernel = axis_kernel(kernel_size, full_axes(dim, conv_axes))
         self.body = nn.Sequential(
-            conv(channels, channels, kernel, padding=same_padding(kernel), groups=channels, bias=False),
+            depthwise_conv_nd(channels, kernel, bias=False),
             bn(channels),
             nn.ReLU(),
             conv(channels, channels, 1, groups=channels, bias=False),

@@ -39,7 +39,9 @@ from .gms_block import GMSBlock
 from .heads import make_seg_layers, select_outputs
 from .lgms_layers import NORMS, ConvNormAct, FusionConv, UpConv, default_norm
 from .lms_block import LMSBlock
-from .ops import as_tuple, max_pool_nd
+from .ops import as_tuple, channels_last_on_cpu, max_pool_nd
+from .recompute import recompute as recompute_block
+from .recompute import should_recompute
 
 FIRST_GMS_LEVEL = 3  # encoder levels < 3 are LMS, >= 3 GMS; decoder levels >= 3 GMS, 2 fusion + GMS, < 2 fusion
 FUSION_GMS_LEVEL = 2
@@ -63,11 +65,13 @@ class LGMSDecoder(nn.Module):
     nnU-Net toggles ``deep_supervision``; switching it on without the extra heads raises at once.
     """
 
-    def __init__(self, stages: nn.ModuleList, seg_layers: nn.ModuleList, deep_supervision: bool):
+    def __init__(self, stages: nn.ModuleList, seg_layers: nn.ModuleList, deep_supervision: bool,
+                 recompute: bool = True):
         super().__init__()
         self.stages = stages
         self.seg_layers = seg_layers
         self.deep_supervision = deep_supervision
+        self.recompute = recompute
 
     @property
     def deep_supervision(self) -> bool:
@@ -86,7 +90,11 @@ class LGMSDecoder(nn.Module):
         x = skips[-1]
         features: list[torch.Tensor] = [x] * len(self.stages)
         for level in reversed(range(len(self.stages))):
-            x = self.stages[level](x, skips[level])
+            stage = self.stages[level]
+            if should_recompute(self, self.recompute):
+                x = recompute_block(stage, stage, x, skips[level])
+            else:
+                x = stage(x, skips[level])
             features[level] = x
         return select_outputs(features[: len(self.seg_layers)], self.seg_layers, self.deep_supervision)
 
@@ -129,6 +137,7 @@ class LGMSNet(nn.Module):
         transformer_depth: int = 1,
         deep_supervision_heads: bool = True,
         norm: str | None = None,
+        recompute: bool = True,
     ):
         super().__init__()
         widths = [int(w) for w in features_per_stage]
@@ -184,13 +193,17 @@ class LGMSNet(nn.Module):
             up = UpConv(dim, widths[level + 1], w, conv_axes=axes[level], norm=norm)
             stages.append(DecoderStage(up, block))
         head_widths = widths[: n - 1] if deep_supervision_heads else widths[:1]
-        self.decoder = LGMSDecoder(stages, make_seg_layers(dim, head_widths, num_classes), deep_supervision)
+        self.recompute = recompute
+        self.decoder = LGMSDecoder(stages, make_seg_layers(dim, head_widths, num_classes), deep_supervision,
+                                   recompute)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        x = self.stem(x)
+        lean = should_recompute(self, self.recompute)
+        x = channels_last_on_cpu(x)
+        x = recompute_block(self.stem, self.stem, x) if lean else self.stem(x)
         skips = []
-        for stage in self.encoder:
-            x = stage(x)
+        for stage in self.encoder:  # pool + block: the pool's indices are recomputed too
+            x = recompute_block(stage, stage, x) if lean else stage(x)
             skips.append(x)
         return self.decoder(skips)
 

@@ -20,12 +20,16 @@ import torch.nn as nn
 from .heads import make_seg_layers, select_outputs
 from .lmnet_transformers import GlobalFeatureTransformer, LocalFeatureTransformer, upsample_to
 from .multibranch_block import MultiBranchBlock
-from .ops import conv_nd, same_padding
+from .ops import channels_last_on_cpu, conv_nd, same_padding
+from .recompute import recompute as recompute_block
+from .recompute import should_recompute
 from .stage_geometry import resolve_stage_geometry
 
 
-def _mb_stage(cin: int, width: int, expand: int, kernel: Sequence[int], n_blocks: int, fuse_in_eval: bool):
-    blocks = [MultiBranchBlock(cin if b == 0 else width, expand, width, kernel, fuse_in_eval=fuse_in_eval)
+def _mb_stage(cin: int, width: int, expand: int, kernel: Sequence[int], n_blocks: int, fuse_in_eval: bool,
+              lean: bool):
+    blocks = [MultiBranchBlock(cin if b == 0 else width, expand, width, kernel, fuse_in_eval=fuse_in_eval,
+                               recompute=lean)
               for b in range(n_blocks)]
     return nn.Sequential(*blocks)
 
@@ -34,28 +38,36 @@ class LMNetDecoder(nn.Module):
     """Decoder levels S-2..0 plus the heads; holds the ``deep_supervision`` switch nnU-Net toggles."""
 
     def __init__(self, widths, kernels, num_classes, blocks_per_stage, expand_ratio, deep_supervision,
-                 deep_supervision_heads, fuse_in_eval):
+                 deep_supervision_heads, fuse_in_eval, lean):
         super().__init__()
         dim = len(kernels[0])
         n = len(widths)
         self.deep_supervision = deep_supervision
+        self.recompute = lean
         # ModuleLists indexed by level 0..S-2 (level i upsamples from level i+1).
         self.up = nn.ModuleList(
             conv_nd(dim)(widths[i + 1], widths[i], kernels[i], padding=same_padding(kernels[i]), bias=True)
             for i in range(n - 1)
         )
         self.blocks = nn.ModuleList(
-            _mb_stage(widths[i], widths[i], expand_ratio * widths[i], kernels[i], blocks_per_stage, fuse_in_eval)
+            _mb_stage(widths[i], widths[i], expand_ratio * widths[i], kernels[i], blocks_per_stage, fuse_in_eval, lean)
             for i in range(n - 1)
         )
         head_widths = widths[: n - 1] if deep_supervision_heads else widths[:1]
         self.seg_layers = make_seg_layers(dim, head_widths, num_classes)
 
+    def _merge(self, i: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.up[i](upsample_to(x, skip.shape[2:])) + skip
+
     def forward(self, bottleneck: torch.Tensor, skips: Sequence[torch.Tensor]):
         x = bottleneck
         outputs = []
         for i in reversed(range(len(skips))):
-            x = self.blocks[i](self.up[i](upsample_to(x, skips[i].shape[2:])) + skips[i])
+            if should_recompute(self, self.recompute):  # the upsampled map is the largest tensor saved here
+                merged = recompute_block(lambda a, b, i=i: self._merge(i, a, b), self.up[i], x, skips[i])
+            else:
+                merged = self._merge(i, x, skips[i])
+            x = self.blocks[i](merged)
             outputs.append(x)
         outputs.reverse()  # highest resolution first
         if not self.deep_supervision:
@@ -84,6 +96,7 @@ class LMNet(nn.Module):
         dropout: float = 0.1,
         deep_supervision_heads: bool = True,
         fuse_in_eval: bool = True,
+        recompute: bool = True,
     ):
         super().__init__()
         widths = [int(w) for w in features_per_stage]
@@ -104,7 +117,8 @@ class LMNet(nn.Module):
         for i in range(n - 1):
             cin = input_channels if i == 0 else widths[i]
             self.encoder_stages.append(
-                _mb_stage(cin, widths[i], expand_ratio * widths[i], kernels[i], blocks_per_stage, fuse_in_eval))
+                _mb_stage(cin, widths[i], expand_ratio * widths[i], kernels[i], blocks_per_stage, fuse_in_eval,
+                          recompute))
         # downsample[i - 1] takes level i-1 to level i (plain conv, as the official code: no norm, no activation)
         self.downsample = nn.ModuleList(
             conv(widths[i - 1], widths[i], kernels[i], stride=strides[i], padding=same_padding(kernels[i]), bias=True)
@@ -115,13 +129,14 @@ class LMNet(nn.Module):
             LocalFeatureTransformer(
                 widths, i, n - 1, kernels[i], strides[i],
                 window=[na_kernel if k > 1 else 1 for k in kernels[i]],
-                num_heads=lft_heads, rpb=na_rpb, mlp_ratio=mlp_ratio, dropout=dropout)
+                num_heads=lft_heads, rpb=na_rpb, mlp_ratio=mlp_ratio, dropout=dropout, recompute=recompute)
             for i in range(n - 1)
         )
         self.decoder = LMNetDecoder(widths, kernels, num_classes, blocks_per_stage, expand_ratio, deep_supervision,
-                                    deep_supervision_heads, fuse_in_eval)
+                                    deep_supervision_heads, fuse_in_eval, recompute)
 
     def forward(self, x: torch.Tensor):
+        x = channels_last_on_cpu(x)
         features = []
         for i, stage in enumerate(self.encoder_stages):
             x = stage(x if i == 0 else self.downsample[i - 1](x))

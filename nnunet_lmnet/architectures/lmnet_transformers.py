@@ -22,6 +22,8 @@ import torch.nn.functional as F
 
 from .neighborhood_attention import NeighborhoodAttention
 from .ops import batch_norm_nd, conv_nd, interpolation_mode, same_padding
+from .recompute import recompute as recompute_block
+from .recompute import should_recompute
 from .transformer import GlobalSelfAttention, PreNormTransformerLayer
 
 
@@ -105,17 +107,23 @@ class NeighborhoodTransformer(nn.Module):
 class LocalFeatureTransformer(nn.Module):
     def __init__(self, widths: Sequence[int], level: int, n_encoder_levels: int, kernel: Sequence[int],
                  stride: Sequence[int], window: Sequence[int], num_heads: int, rpb: bool, mlp_ratio: float,
-                 dropout: float):
+                 dropout: float, recompute: bool = True):
         super().__init__()
         self.level = level
+        self.recompute = recompute
         self.has_finer = level > 0
         self.has_coarser = level + 1 < n_encoder_levels
         self.pyramid = LocalPyramid(widths, level, kernel, stride, self.has_finer, self.has_coarser)
         self.transformer = NeighborhoodTransformer(widths[level], kernel, window, num_heads, rpb, mlp_ratio,
                                                    dropout)
 
+    def _forward(self, finer: torch.Tensor | None, same: torch.Tensor, coarser: torch.Tensor | None) -> torch.Tensor:
+        return self.transformer(self.pyramid(finer, same, coarser))
+
     def forward(self, encoder_features: Sequence[torch.Tensor]) -> torch.Tensor:
         i = self.level
         finer = encoder_features[i - 1] if self.has_finer else None
         coarser = encoder_features[i + 1] if self.has_coarser else None
-        return self.transformer(self.pyramid(finer, encoder_features[i], coarser))
+        if should_recompute(self, self.recompute):  # keeps the encoder maps (kept anyway) instead of ~20 maps
+            return recompute_block(self._forward, self, finer, encoder_features[i], coarser)
+        return self._forward(finer, encoder_features[i], coarser)

@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .depthwise import depthwise_conv_nd
 from .lgms_layers import ConvNormAct, axis_kernel, full_axes
-from .ops import conv_nd, same_padding
 
 LMS_KERNELS = (3, 5, 7, 9)
 
@@ -36,13 +36,10 @@ class LMSBlock(nn.Module):
             )
         axes = full_axes(dim, conv_axes)
         self.group = channels // branches
-        conv = conv_nd(dim)
         self.depthwise = nn.ModuleList()
         for k in kernel_sizes:
             kernel = axis_kernel(k, axes)
-            self.depthwise.append(
-                conv(self.group, self.group, kernel, padding=same_padding(kernel), groups=self.group, bias=True)
-            )
+            self.depthwise.append(depthwise_conv_nd(self.group, kernel, bias=True))
         # One GroupNorm group per kernel branch, so each scale is normalised on its own.
         self.group_norm = nn.GroupNorm(branches, channels)
         self.act = nn.GELU()

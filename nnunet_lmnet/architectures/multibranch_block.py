@@ -27,7 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .depthwise import depthwise_conv_nd
 from .ops import batch_norm_nd, conv_nd, same_padding
+from .recompute import recompute as recompute_block
+from .recompute import should_recompute
 from .squeeze_excitation import SqueezeExcitation
 
 
@@ -65,7 +68,7 @@ class DepthwiseBranch(nn.Module):
     def __init__(self, channels: int, kernel: tuple[int, ...]):
         super().__init__()
         dim = len(kernel)
-        self.conv = conv_nd(dim)(channels, channels, kernel, padding=same_padding(kernel), groups=channels, bias=False)
+        self.conv = depthwise_conv_nd(channels, kernel, bias=False)
         self.bn = batch_norm_nd(dim)(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,12 +84,14 @@ class MultiBranchBlock(nn.Module):
         kernel_size: Sequence[int],
         large_kernel: int = 5,
         fuse_in_eval: bool = True,
+        recompute: bool = True,
     ):
         super().__init__()
         dim = len(kernel_size)
         conv = conv_nd(dim)
         self.dim = dim
         self.fuse_in_eval = fuse_in_eval
+        self.recompute = recompute  # keep only the block input for backward (see architectures.recompute)
         self.expand = nn.Sequential(
             conv(in_channels, expand_channels, 1, bias=True), batch_norm_nd(dim)(expand_channels), nn.Hardswish()
         )
@@ -117,9 +122,14 @@ class MultiBranchBlock(nn.Module):
                         groups=t.shape[1])
         return sum(branch(t) for branch in self.branches.values())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self._depthwise(self.expand(x))
         return self.pointwise(self.se(F.gelu(t))) + self.shortcut(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if should_recompute(self, self.recompute):
+            return recompute_block(self._forward, self, x)
+        return self._forward(x)
 
     @torch.no_grad()
     def reparameterize(self) -> None:

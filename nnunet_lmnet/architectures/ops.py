@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 import torch.nn as nn
 
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
@@ -52,3 +53,15 @@ def as_tuple(value: int | Sequence[int], dim: int) -> tuple[int, ...]:
 def same_padding(kernel_size: Sequence[int]) -> tuple[int, ...]:
     """Padding that keeps the size for odd kernels (k // 2 per axis)."""
     return tuple(k // 2 for k in kernel_size)
+
+
+def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
+    """x in channels-last memory order (same shape and values) when it is a CPU feature map.
+
+    On CPU, oneDNN's convolutions, BatchNorm and depthwise kernels are 1.5-4x faster on channels-last maps, and
+    every op after the first keeps the order; callers (nnU-Net's predictor) still pass and get NCHW-shaped
+    tensors. On CUDA the layout is left to the caller.
+    """
+    if x.device.type != "cpu" or x.ndim not in (4, 5):
+        return x
+    return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
