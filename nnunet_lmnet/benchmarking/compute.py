@@ -17,6 +17,10 @@ state do not carry over from the previous network. Python callers of ``run_bench
 - Times are medians of ``repeats`` runs after ``warmup`` runs, CUDA synchronised around each run.
 - Memory: CUDA ``max_memory_allocated``; CPU peak resident set size of the child process (Linux VmHWM); each reset
   before its phase (inference first, then training) and reported with the amount just before the first forward.
+- Saved activations: bytes autograd keeps for backward after one training forward, per sample (batch 1 at the
+  patch, deep supervision on, ``saved_activations``: each storage once, parameters excluded, recomputed blocks
+  counted by the inputs they keep). Device-independent: the activation memory a training step needs beside the
+  weights, the figure nnU-Net's batch/patch budget is about. Counted after the timed phases.
 - MACs: ``complexity.count_macs``, see ``MACS_NOTE``; counted after the timed phases, so they do not raise the
   memory peaks.
 """
@@ -35,6 +39,7 @@ from ..errors import UserError
 ARCHS = ("default", "lmnet", "lgmsnet")
 DISPLAY = {"default": "nnU-Net default", "lmnet": "LM-Net", "lgmsnet": "LGMSNet"}
 RATIO_KEYS = ("params", "macs", "flops", "macs_inference", "flops_inference", "train_step_s", "inference_s",
+              "saved_activation_bytes_per_sample",
               "peak_memory_bytes", "peak_memory_delta_bytes", "peak_memory_inference_bytes",
               "peak_memory_inference_delta_bytes")
 MACS_NOTE = (
@@ -268,11 +273,24 @@ def _measure(job: dict) -> dict:
             rec[key.replace("_bytes", "_delta_bytes")] = rec[key] - rec["memory_baseline_bytes"]
 
     optimizer.zero_grad(set_to_none=True)
+    rec["saved_activation_bytes_per_sample"] = _saved_per_sample(net, in_ch, patch, device)
     net.decoder.deep_supervision = False
     net.cpu()
     rec["macs"], rec["macs_inference"] = count_network_macs(net, (1, in_ch, *patch))
     rec["flops"], rec["flops_inference"] = 2 * rec["macs"], 2 * rec["macs_inference"]
     return rec
+
+
+def _saved_per_sample(net, in_channels: int, patch, device) -> int:
+    """Saved-for-backward bytes of one training forward of one sample (DS on, as trained; fp32)."""
+    import torch
+
+    from .saved_activations import saved_bytes_per_sample
+
+    net.decoder.deep_supervision = True
+    net.train()
+    x = torch.randn(1, in_channels, *patch, device=device)
+    return saved_bytes_per_sample(net, x)
 
 
 def _in_fresh_process(job: dict) -> dict:
@@ -527,7 +545,7 @@ def markdown_report(result: dict) -> str:
     rows = []
     for rec in result["networks"].values():
         if "error" in rec:
-            rows.append([rec["name"], f"failed: {rec['error']}"] + [""] * 6)
+            rows.append([rec["name"], f"failed: {rec['error']}"] + [""] * 7)
             continue
         rows.append([
             rec["name"],
@@ -536,11 +554,14 @@ def markdown_report(result: dict) -> str:
             with_ratio(rec, "macs_inference", fmt_count(rec["macs_inference"])),
             with_ratio(rec, "train_step_s", _fmt_s(rec["train_step_s"])),
             with_ratio(rec, "inference_s", _fmt_s(rec["inference_s"])),
+            with_ratio(rec, "saved_activation_bytes_per_sample",
+                       _fmt_bytes(rec.get("saved_activation_bytes_per_sample"))),
             memory(rec, "peak_memory_bytes"),
             memory(rec, "peak_memory_inference_bytes"),
         ])
     header = ["Network", "Parameters", "MACs", "MACs (inference form)", f"Train step (batch {c['batch_size']})",
-              "Inference (1 patch)", "Peak memory, training", "Peak memory, inference"]
+              "Inference (1 patch)", "Saved activations per sample", "Peak memory, training",
+              "Peak memory, inference"]
     where = " / ".join(str(v) for v in (c["dataset_name"] or c["source"], c["plans_name"], c["configuration"]) if v)
     device = m["device_name"] + ("" if not cpu else f", {m['threads']} thread(s) ({m['threads_source']})")
     lines = [
@@ -554,6 +575,9 @@ def markdown_report(result: dict) -> str:
         f"step with nnU-Net's deep-supervision loss; AMP: {s['amp']}{'; torch.compile' if s['compile'] else ''}",
         f"- Memory: {s['memory']}; Δ = increase over the amount before the first forward (weights loaded)"
         + ("; on CPU the ratio is of Δ" if cpu else ""),
+        "- Saved activations: bytes autograd keeps for backward after one training forward of one sample at the "
+        "patch (fp32, each storage once, parameters excluded; blocks recomputed in backward count the inputs they "
+        "keep); independent of the device",
         f"- Ratios: {result['notes']['ratios']}",
         f"- {MACS_NOTE}",
         "",
