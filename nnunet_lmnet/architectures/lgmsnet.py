@@ -39,7 +39,7 @@ from .gms_block import GMSBlock
 from .heads import make_seg_layers, select_outputs
 from .lgms_layers import NORMS, ConvNormAct, FusionConv, UpConv, default_norm
 from .lms_block import LMSBlock
-from .ops import as_tuple, channels_last_on_cpu, max_pool_nd
+from .ops import as_tuple, max_pool_nd
 from .recompute import recompute as recompute_block
 from .recompute import should_recompute
 
@@ -199,7 +199,8 @@ class LGMSNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         lean = should_recompute(self, self.recompute)
-        x = channels_last_on_cpu(x)
+        # No channels-last here (unlike LM-Net): measured on CPU it is neutral in 3D and ~10% slower in 2D
+        # (GroupNorm and the transformer's unfold copies).
         x = recompute_block(self.stem, self.stem, x) if lean else self.stem(x)
         skips = []
         for stage in self.encoder:  # pool + block: the pool's indices are recomputed too
