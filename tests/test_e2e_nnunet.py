@@ -1,7 +1,8 @@
 """End to end through the real nnUNetv2_* commands on tiny generated datasets (CPU, 2-iteration trainers).
 
 2D: the demo pipeline (plan/preprocess, train with -tr, predict, evaluate) for both networks, then --val,
-find_best_configuration and the plans route on the same dataset. 3D: anisotropic 3d_fullres for both networks.
+find_best_configuration and the plans route on the same dataset. 3D: anisotropic 3d_fullres for both networks,
+and derive-plans --gpu-memory-target from that dataset's real fingerprint.
 """
 import json
 from pathlib import Path
@@ -143,3 +144,29 @@ def test_3d_fullres_anisotropic(preprocessed_3d, arch):
     assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1, 2}
     model = _model_folder(env, "Dataset981_*", trainer, "3d_fullres")
     _check_model(model, arch, trainer, "3d_fullres")
+
+
+def test_budget_plans_from_the_real_fingerprint(preprocessed_3d, monkeypatch):
+    """derive-plans --gpu-memory-target on a dataset nnUNetv2_plan_and_preprocess made (fingerprint, plans, data)."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from nnunet_lmnet.cli import main
+    from nnunet_lmnet.training.network_builder import build_network
+
+    _, env = preprocessed_3d
+    for k, v in env.items():
+        if k.startswith("nnUNet_"):
+            monkeypatch.setenv(k, v)
+    assert main(["derive-plans", "-d", "981", "--arch", "lmnet", "--gpu-memory-target", "8"]) == 0
+    folder = next(Path(env["nnUNet_preprocessed"]).glob("Dataset981_*"))
+    source = json.loads((folder / "nnUNetPlans.json").read_text())
+    pm = PlansManager(str(folder / "nnUNetPlans_LMNet_8G.json"))
+    assert pm.plans_name == "nnUNetPlans_LMNet_8G"
+    for name in source["configurations"]:
+        cm = pm.get_configuration(name)
+        assert cm.data_identifier == source["configurations"][name]["data_identifier"]
+        if name == "3d_fullres":  # the one configuration the fixture preprocessed: the data it will train on
+            assert (folder / cm.data_identifier).is_dir()
+        net = build_network("lmnet", cm, 1, 3, enable_deep_supervision=False).eval()
+        with torch.no_grad():  # our network runs at the planned patch
+            assert net(torch.randn(1, 1, *cm.patch_size)).shape == (1, 3, *cm.patch_size)
