@@ -154,3 +154,17 @@ def test_width_not_divisible_by_heads_is_refused():
 def test_first_stride_must_be_one():
     with pytest.raises(ValueError, match="first stage must not downsample"):
         LMNet(1, 2, strides=[[2, 2]] * 5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_reparameterize_keeps_dtype(dtype):
+    torch.manual_seed(0)
+    net = LMNet(1, 2, features_per_stage=(12, 24, 36), spatial_dims=2).to(dtype).eval()
+    x = torch.randn(1, 1, 16, 16, dtype=dtype)
+    with torch.no_grad():
+        before = net(x)
+        net.reparameterize()
+        after = net(x)
+    assert {p.dtype for p in net.parameters()} == {dtype}
+    tol = 1e-12 if dtype == torch.float64 else 5e-2
+    torch.testing.assert_close(after, before, rtol=tol, atol=tol)

@@ -138,9 +138,11 @@ class MultiBranchBlock(nn.Module):
             return
         kernel, bias = self.fused_weights()
         channels = kernel.shape[0]
+        # in the weights' dtype and device: a float64 or half model must stay one
         fused = conv_nd(self.dim)(channels, channels, self.fused_kernel_size,
-                                  padding=same_padding(self.fused_kernel_size), groups=channels, bias=True)
+                                  padding=same_padding(self.fused_kernel_size), groups=channels, bias=True,
+                                  device=kernel.device, dtype=kernel.dtype)
         fused.weight.copy_(kernel)
         fused.bias.copy_(bias)
-        self.fused = fused.to(kernel.device)
+        self.fused = fused
         del self.branches
