@@ -16,6 +16,53 @@ from .errors import UserError
 DEMO_DATASET_ID = 980
 TRAINERS = {"lmnet": "nnUNetTrainerLMNet_Demo", "lgmsnet": "nnUNetTrainerLGMSNet_Demo"}
 
+# Written into every folder the demo uses: --overwrite only ever clears a folder that holds it.
+MARKER = ".nnunet_lmnet_demo"
+# Everything a demo run creates in its folder; --overwrite removes these and nothing else.
+DEMO_ENTRIES = (MARKER, "nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "predictions")
+
+
+def prepare_output_folder(out: Path, overwrite: bool) -> Path:
+    """Make `out` ready for a demo run and mark it as the demo's; refuse to touch anything the demo did not make.
+
+    A new or empty folder is used as it is. A folder with the marker (an earlier demo run) is cleared with
+    ``overwrite``, but only of the demo's own entries, and only if it holds nothing else.
+    """
+    out = Path(out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder. Choose a new folder with --out.")
+    if out.is_dir() and any(out.iterdir()):
+        _check_is_demo_folder(out, overwrite)
+        for name in DEMO_ENTRIES:
+            _remove(out / name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("This folder was made by `nnunet-lmnet demo`; `--overwrite` may replace it.\n")
+    return out
+
+
+def _check_is_demo_folder(out: Path, overwrite: bool) -> None:
+    if not (out / MARKER).is_file():
+        raise UserError(f"--out {out} is not empty and was not made by the demo (it has no {MARKER} file), so "
+                        f"the demo will not write into it or delete it, even with --overwrite. Choose a new or "
+                        f"empty folder with --out. (Folders made by earlier versions of the demo have no marker: "
+                        f"delete such a folder yourself.)")
+    if not overwrite:
+        raise UserError(f"--out {out} holds an earlier demo run: pass --overwrite to replace it, or choose "
+                        f"another folder with --out.")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in DEMO_ENTRIES)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UserError(f"--out {out} holds an earlier demo run but also files the demo did not make ({shown}), "
+                        f"so --overwrite will not clear it. Move those files elsewhere, or choose another folder "
+                        f"with --out.")
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()  # a link is removed, never what it points to
+    elif path.is_dir():
+        shutil.rmtree(path)
+
 
 def run_demo(out: Path, arch: str = "lmnet", trainer: str | None = None, num_train: int = 40, num_test: int = 8,
              overwrite: bool = False, device: str = "cpu", extra_env: dict[str, str] | None = None) -> dict:
@@ -23,11 +70,7 @@ def run_demo(out: Path, arch: str = "lmnet", trainer: str | None = None, num_tra
     from .nnunet_commands import nnunet_environment, run
     from .synthetic_dataset import write_synthetic_dataset
 
-    out = Path(out).resolve()
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"{out} exists and is not empty: pass --overwrite to replace it, or --out another folder")
-        shutil.rmtree(out)
+    out = prepare_output_folder(out, overwrite)
     trainer = trainer or TRAINERS[arch]
     env = nnunet_environment(out, **(extra_env or {}))
     start = time.time()
@@ -71,6 +114,7 @@ def add_parser(subparsers) -> None:
                               description=__doc__)
     p.add_argument("--arch", choices=sorted(TRAINERS), default="lmnet")
     p.add_argument("--out", default="nnunet_lmnet_demo", help="working folder (default: ./nnunet_lmnet_demo)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier demo run in --out (only a folder the demo made is cleared)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     p.set_defaults(func=_demo)

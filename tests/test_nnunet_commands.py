@@ -1,0 +1,84 @@
+"""Running nnUNetv2_* commands: Ctrl-C, a kill or a hang-up of the caller stops the command and its workers."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+# Stands in for an nnUNetv2_* command: starts a worker process, records both pids, then works (sleeps).
+FAKE_COMMAND = textwrap.dedent("""\
+    import os, subprocess, sys, time
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    with open(sys.argv[1] + ".part", "w") as f:
+        f.write(f"{os.getpid()} {worker.pid}")
+    os.rename(sys.argv[1] + ".part", sys.argv[1])
+    time.sleep(30)
+""")
+
+DRIVER = textwrap.dedent("""\
+    import os, sys
+    from nnunet_lmnet.nnunet_commands import run
+    try:
+        run("fake_nnunet_command", "pids.txt", env=dict(os.environ))
+    except KeyboardInterrupt:
+        sys.exit(130)
+""")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:  # a zombie waiting for a reaper has exited too
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _wait_for(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+@pytest.mark.parametrize("how, expected_code", [("ctrl-c", 130), ("sigterm", 128 + signal.SIGTERM),
+                                                ("sighup", 128 + signal.SIGHUP)])
+def test_stopping_the_caller_stops_the_command_quietly(tmp_path, how, expected_code):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    command = bin_dir / "fake_nnunet_command"
+    command.write_text(f"#!{sys.executable}\n{FAKE_COMMAND}")
+    command.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    # Its own session, like a shell job: the terminal's Ctrl-C goes to the driver's process group.
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    pids: list[int] = []
+    try:
+        assert _wait_for(lambda: (tmp_path / "pids.txt").exists(), 60), "the command did not start"
+        pids = [int(p) for p in (tmp_path / "pids.txt").read_text().split()]
+        if how == "ctrl-c":
+            os.killpg(driver.pid, signal.SIGINT)  # what the terminal does
+        else:
+            os.kill(driver.pid, signal.SIGTERM if how == "sigterm" else signal.SIGHUP)
+        _, stderr = driver.communicate(timeout=20)
+        assert driver.returncode == expected_code, stderr
+        assert _wait_for(lambda: all(_gone(p) for p in pids), 15), "the command or its worker is still running"
+        assert "Traceback" not in stderr
+    finally:
+        driver.kill()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
