@@ -26,9 +26,9 @@ from pathlib import Path
 
 from nnunet_lmnet.errors import UserError
 
-from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_same_size, check_source, load_binary_mask,
-                     locate, open_image, parallel_map, preview, save_label_png, save_png, staged_dataset,
-                     write_dataset_json)
+from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_link, check_same_size, check_source,
+                     load_binary_mask, locate, open_image, parallel_map, preview, save_label_png, save_png,
+                     staged_dataset, write_dataset_json)
 from .finish import announce, seal
 from .splits import build_aliases, make_splits
 
@@ -52,8 +52,11 @@ def _scan_class(folder: Path, cls: str) -> list[tuple[str, Path, list[Path], str
     images: dict[int, Path] = {}
     masks: dict[int, list[Path]] = {}
     for p in sorted(folder.iterdir()):
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() != ".png":
+        if p.name.startswith(".") or p.suffix.lower() != ".png":
             continue  # .DS_Store, Thumbs.db, notes: never images
+        check_link(p)
+        if not p.is_file():
+            continue
         m_mask, m_image = _MASK.match(p.name), _IMAGE.match(p.name)
         m = m_mask or m_image
         if m is None or m.group("cls").lower() != cls:

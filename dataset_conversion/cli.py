@@ -71,9 +71,11 @@ def _common_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
     parser.add_argument("--name", default=None, metavar="NAME",
                         help=f"dataset name: the folder is DatasetXXX_NAME (default {name})")
     parser.add_argument("--splits", nargs="+", default=None, metavar="FILE",
-                        help="published split lists (one id per line; train/val/test in the file name pairs "
-                             "them into folds) or an nnU-Net splits JSON; written as splits_final.json. Default: "
-                             "deterministic 5-fold CV, grouped by patient. Give SOURCE before --splits")
+                        help="published split lists (one id per line; a role word in each file name - train, "
+                             "trainset, trainval, val, valset, test, testset - pairs them into folds, e.g. "
+                             "busi_train1.txt busi_val1.txt) or an nnU-Net splits JSON; written as "
+                             "splits_final.json. Default: deterministic 5-fold CV, grouped by patient. Give SOURCE "
+                             "before --splits")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     parser.add_argument("--verify", action="store_true",
                         help="run nnU-Net's dataset integrity check on the result before it is moved into place "

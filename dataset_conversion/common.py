@@ -1,9 +1,10 @@
 """Shared machinery for the dataset converters.
 
-- Output staging: everything is written into a hidden folder next to the target (``.DatasetXXX_Name.<rand>.tmp``
-  in ``$nnUNet_raw``) and renamed into place only after the last file is written, so an error or Ctrl-C never
-  leaves a half-written dataset that nnU-Net could pick up. nnU-Net looks datasets up with the prefix
-  ``DatasetXXX``, so the hidden name is invisible to it.
+- Output staging: everything is written into a hidden folder next to the target
+  (``.DatasetXXX_Name.<host>.<pid>.<rand>.tmp`` in ``$nnUNet_raw``) and renamed into place only after the last file
+  is written, so an error, Ctrl-C, SIGTERM or SIGHUP never leaves a half-written dataset that nnU-Net could pick up.
+  nnU-Net looks datasets up with the prefix ``DatasetXXX``, so the hidden name is invisible to it. What a SIGKILL
+  leaves behind is recognised by the dead writer's pid and removed by the next conversion.
 - Source discovery: users point at the archive's top folder or at the folder inside it; :func:`locate` searches
   the given folder and up to two levels below it.
 - Parallel map with a progress bar (spawn-safe: workers are top-level functions of the dataset modules).
@@ -18,6 +19,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import socket
 import sys
 import uuid
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from nnunet_lmnet.errors import UserError
+from nnunet_lmnet.signals import children_ignore_sigint, exit_on_signals
 
 # Default nnU-Net dataset ids and names (5xx: no clash with nnU-Net's own conversion scripts).
 DEFAULTS: dict[str, tuple[int, str]] = {
@@ -97,8 +100,22 @@ def locate(source: Path, is_root: Callable[[Path], bool], what: str, expected: s
 def list_files(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     """Visible files in ``folder`` whose name ends with one of ``suffixes`` (case-insensitive), sorted."""
     suffixes = tuple(s.lower() for s in suffixes)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(suffixes))
+    found = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.name.lower().endswith(suffixes):
+            continue
+        check_link(p)
+        if p.is_file():
+            found.append(p)
+    return found
+
+
+def check_link(path: Path) -> None:
+    """A symbolic link whose target is gone is an error naming both: skipping it would silently drop a case."""
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{path} is a symbolic link to {os.readlink(path)}, which does not exist (moved, deleted, "
+                        f"or on a drive that is not mounted). Restore the target, or replace the link with the "
+                        f"file, then run the command again.")
 
 
 def pair_files(images: dict[str, Path], masks: dict[str, Path], image_dir: Path, mask_dir: Path,
@@ -194,7 +211,8 @@ def staged_dataset(source: Path, output_root, dataset_id: int, name: str, overwr
     """Yield a Stage; on success its hidden folder becomes ``<raw>/DatasetXXX_Name``, on any error it is deleted.
 
     The checks (existing target, id clash, source/target overlap) run before any work, so a refused conversion
-    costs nothing.
+    costs nothing. Hidden folders that killed conversions left in the output root are removed first
+    (:func:`clean_leftovers`).
     """
     root = raw_root(output_root)
     folder = dataset_folder_name(dataset_id, name)
@@ -207,41 +225,102 @@ def staged_dataset(source: Path, output_root, dataset_id: int, name: str, overwr
     if _is_within(target, source) or _is_within(source, target):
         raise UserError(f"the output {target} and SOURCE {source} overlap. The source is never modified: put "
                         f"nnUNet_raw somewhere else.")
+    clean_leftovers(root, folder)
     if (target.exists() or target.is_symlink()) and not overwrite:
         raise UserError(f"{target} already exists. Pass --overwrite (overwrite=True) to replace it, or choose "
                         f"another --dataset-id / --name.")
-    tmp = root / f".{folder}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = root / _hidden_name(folder, "tmp")
     tmp.mkdir()
-    restore = _exit_on_sigterm()
+    with exit_on_signals():
+        try:
+            yield Stage(tmp, target)
+            _move_into_place(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    if not (target.exists() or target.is_symlink()):
+        tmp.rename(target)
+        return
+    old = target.parent / _hidden_name(target.name, "old")
+    target.rename(old)
     try:
-        yield Stage(tmp, target)
-        if target.exists() or target.is_symlink():
-            old = root / f".{folder}.{uuid.uuid4().hex[:8]}.old"
-            target.rename(old)
-            tmp.rename(target)
-            _remove(old)
-        else:
-            tmp.rename(target)
+        tmp.rename(target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        old.rename(target)  # the previous version back in place: a failed overwrite changes nothing
         raise
-    finally:
-        restore()
+    try:
+        _remove(old)
+    except OSError as e:
+        print(f"warning: {target} is in place, but its previous version could not be deleted ({e}). It stays in "
+              f"{old}; the next conversion into {target.parent} removes it, or delete it yourself.")
 
 
-def _exit_on_sigterm() -> Callable[[], None]:
-    """Turn SIGTERM (e.g. a batch scheduler's kill) into SystemExit so the temporary folder is removed."""
-    import signal
-    import threading
+# ------------------------------------------------------------------------------------------- leftovers of kills
 
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
+# .<DatasetXXX_Name>.<host>.<pid>.<random>.tmp|old: the writer's host and pid tell a later run whether the folder
+# is still being written or was left by a killed run (SIGKILL, power loss). Folders of older versions lack both.
+_HIDDEN = re.compile(r"\.(?P<folder>Dataset\d{3}_[A-Za-z0-9_-]+?)\.(?:(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.)?"
+                     r"[0-9a-f]{8}\.(?P<kind>tmp|old)")
 
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()).strip("-") or "host"
+
+
+def _hidden_name(folder: str, kind: str) -> str:
+    return f".{folder}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{kind}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def clean_leftovers(root: Path, folder: str) -> None:
+    """Remove the hidden folders that conversions killed on this machine left in ``root``, saying so.
+
+    A folder whose writer is still running is left alone (and is an error if it is writing ``folder``: two
+    conversions of one dataset at once). A stale ``.old`` whose dataset is missing (killed while swapping) is put
+    back. Folders from another host, or from versions that did not record their writer, are only reported.
+    """
+    for path in sorted(root.iterdir()):
+        m = _HIDDEN.fullmatch(path.name)
+        if m is None or not path.is_dir() or path.is_symlink():
+            continue
+        if m["pid"] is None or m["host"] != _host():
+            where = "an older version" if m["pid"] is None else f"host {m['host']}"
+            print(f"note: {path} was left by a conversion ({where}) that did not finish. Delete it if no "
+                  f"conversion into {root} is running.")
+            continue
+        if _process_alive(int(m["pid"])):
+            if m["folder"] == folder and int(m["pid"]) != os.getpid():
+                raise UserError(f"another conversion (process {m['pid']}) is writing {root / folder} right now "
+                                f"({path.name}). Wait for it to finish or stop it, then run this one again.")
+            continue
+        _clear_stale(path, root / m["folder"], m["kind"], m["pid"])
+
+
+def _clear_stale(path: Path, dataset: Path, kind: str, pid: str) -> None:
+    try:
+        if kind == "old" and not (dataset.exists() or dataset.is_symlink()):
+            path.rename(dataset)
+            print(f"note: restored {dataset} from {path.name}, which a conversion (process {pid}) that was killed "
+                  f"while replacing it had moved aside.")
+            return
+        shutil.rmtree(path)
+        what = "temporary folder" if kind == "tmp" else "previous version"
+        print(f"note: removed {path.name}, the {what} of {dataset.name} left by a conversion (process {pid}) that "
+              f"was killed or crashed.")
+    except OSError as e:
+        print(f"warning: could not remove {path}, left by a killed conversion: {e}. Delete it yourself.")
 
 
 def write_dataset_json(folder: Path, channel_names: dict, labels: dict, num_training: int, file_ending: str,
@@ -313,7 +392,9 @@ def parallel_map(func: Callable, tasks: Sequence, num_processes: int, desc: str)
             workers = min(num_processes, len(tasks))
             # Batches amortise inter-process traffic for many small cases and still balance large ones.
             chunksize = max(1, min(16, len(tasks) // (workers * 8)))
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            with children_ignore_sigint():  # Ctrl-C: one message from this process, no traceback per worker
+                pool = multiprocessing.get_context("spawn").Pool(workers)
+            with pool:
                 packed = [(func, i, t) for i, t in enumerate(tasks)]
                 for i, result in pool.imap_unordered(_call_indexed, packed, chunksize=chunksize):
                     results[i] = result

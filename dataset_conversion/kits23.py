@@ -31,8 +31,8 @@ from pathlib import Path
 
 from nnunet_lmnet.errors import UserError
 
-from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_gzip_stream, check_same_geometry,
-                     check_source, label_values, load_nifti_header, locate, parallel_map, preview,
+from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_gzip_stream, check_link,
+                     check_same_geometry, check_source, label_values, load_nifti_header, locate, parallel_map, preview,
                      staged_dataset, write_dataset_json)
 from .finish import announce, seal
 from .splits import build_aliases, make_splits
@@ -73,6 +73,8 @@ def convert_kits23(source, output_root=None, dataset_id: int | None = None, name
     cases, incomplete, partial = [], [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and _CASE.match(p.name)):
         image, label = folder / "imaging.nii.gz", folder / "segmentation.nii.gz"
+        check_link(image)
+        check_link(label)
         if image.is_file() and label.is_file():
             cases.append((folder.name, image, label))
             continue

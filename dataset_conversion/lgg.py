@@ -31,8 +31,8 @@ from pathlib import Path
 
 from nnunet_lmnet.errors import UserError
 
-from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, binarize, check_source, locate, mask_plane,
-                     open_image, parallel_map, preview, staged_dataset, write_dataset_json)
+from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, binarize, check_link, check_source, locate,
+                     mask_plane, open_image, parallel_map, preview, staged_dataset, write_dataset_json)
 from .finish import announce, seal
 from .splits import build_aliases, make_splits
 
@@ -60,7 +60,10 @@ def _scan_patient(folder: Path) -> list[tuple[int, Path, Path]]:
     images: dict[int, Path] = {}
     masks: dict[int, Path] = {}
     for p in folder.iterdir():
-        if p.name.startswith(".") or not p.is_file() or p.suffix.lower() not in (".tif", ".tiff"):
+        if p.name.startswith(".") or p.suffix.lower() not in (".tif", ".tiff"):
+            continue
+        check_link(p)
+        if not p.is_file():
             continue
         m = _SLICE.match(p.name)
         if m is None:

@@ -19,17 +19,20 @@ folds as groups; with a single group no file is written (nnU-Net then falls back
 - **nnU-Net JSON** (a file ending in ``.json``): a list of ``{"train": [...], "val": [...]}`` folds (or a single
   such object). It passes through after every id has been resolved. Any number of folds.
 - **Text lists**: one case id per line (LF, CRLF or CR; blank lines and ``#`` comments ignored; ids may be
-  given as file names or paths, e.g. ``images/x.png``). The role of a file comes from a word in its name:
-  ``train``/``training``; ``val``/``valid``/``validation``; ``test``/``testing``. Files whose names are equal
-  once that word is removed form one fold, in the order first given on the command line:
-  ``busi_train1.txt busi_val1.txt busi_train2.txt busi_val2.txt`` -> 2 folds; ``train.txt val.txt`` -> 1 fold.
+  given as file names or paths, e.g. ``images/x.png``). The role of a file comes from a word in its name
+  (any case, delimited by non-letters): ``train``/``training``/``trainset``/``trainval``;
+  ``val``/``valid``/``validation``/``valset``; ``test``/``testing``/``testset``. Files whose names are equal once
+  that word is removed form one fold, in the order first given on the command line:
+  ``busi_train1.txt busi_val1.txt busi_train2.txt busi_val2.txt`` -> 2 folds; ``trainset.txt valset.txt`` -> 1 fold.
   - train + val: as given (they must not overlap; cases in neither are left out of that fold, with a note).
   - val (or test) alone: those ids are the validation set, every other training case trains
-    (e.g. TransUNet's ``test_vol.txt`` -> BTCV 18/12).
+    (e.g. TransUNet's ``test_vol.txt`` -> BTCV 18/12); several give several folds (``fold1_val.txt`` ...).
   - train alone: every other training case validates.
+  - train + test: the test ids validate (``trainval.txt test.txt``).
   - train + val + test: the test ids are held out of that fold (in neither list).
-  - A file without any of these words is the validation list of a fold of its own; several such files give
-    several folds (e.g. five lists -> 5-fold CV).
+  - Ambiguous names are errors that say how to rename: a file without a role word (train list or validation
+    list?), ``trainval`` next to a ``val`` list, or train-only and val-only files that do not pair up.
+  - A fold that validates on more cases than it trains on gets a warning (usually swapped roles).
 - **Ids**: the converter maps original names to nnU-Net case ids (``benign (12)`` -> ``benign_012``,
   ``case0008`` -> ``BTCV_0008``, an LGG patient folder -> all its slices). Matching ignores case, folders and
   file extensions. An id that is not a training case of the converted dataset is an error naming the file.
@@ -50,9 +53,19 @@ from .common import preview, write_json
 DEFAULT_NUM_FOLDS = 5
 DEFAULT_SEED = 12345
 
-_ROLE_WORD = re.compile(r"(?<![a-z])(training|train|validation|valid|val|testing|test)(?![a-z])", re.IGNORECASE)
-_ROLES = {"training": "train", "train": "train", "validation": "val", "valid": "val", "val": "val",
-          "testing": "test", "test": "test"}
+# The spellings of published split lists: busi_train1, isic18_val1, train/val (Kvasir-SEG), test_vol (TransUNet),
+# trainset/valset, VOC-style trainval (train + val together) and testset.
+_ROLE_WORD = re.compile(r"(?<![a-z])(trainval|train(?:ing)?(?:set)?|val(?:id(?:ation)?)?(?:set)?|test(?:ing)?(?:set)?)"
+                        r"(?![a-z])", re.IGNORECASE)
+_NAMING_HINT = ("Name split lists with a role word: <name>_train.txt / <name>_val.txt for one fold (trainset, "
+                "trainval, valset, test and testset work too), <name>_train1.txt / <name>_val1.txt ... for several "
+                "folds, or fold1_val.txt, fold2_val.txt ... for validation lists whose rest trains.")
+
+
+def _role(word: str) -> str:
+    word = word.lower()
+    return "train" if word.startswith("train") else "val" if word.startswith("val") else "test"
+
 _EXTENSIONS = (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".npz", ".npy", ".b2nd",
                ".mha", ".nrrd")
 
@@ -117,21 +130,22 @@ def read_split_files(paths: Sequence) -> list[FoldSpec]:
     groups: dict[str, dict[str, Path]] = {}
     for p in paths:
         words = _ROLE_WORD.findall(p.stem)
-        roles = {_ROLES[w.lower()] for w in words}
+        roles = {_role(w) for w in words}
+        if not roles:
+            raise UserError(f"cannot tell whether split file {p} is a training or a validation list: its name has "
+                            f"no role word. {_NAMING_HINT}")
         if len(roles) > 1:
             raise UserError(f"cannot tell which ids split file {p.name} holds: its name contains "
                             f"{' and '.join(sorted(set(words)))}. Rename it so that it names one of "
                             f"train / val / test.")
-        if roles:
-            role = roles.pop()
-            key = str(p.parent / _ROLE_WORD.sub("{}", p.stem, count=1).lower())
-        else:
-            role, key = "val", str(p)
+        role = roles.pop()
+        key = str(p.parent / _ROLE_WORD.sub("{}", p.stem, count=1).lower())
         slot = groups.setdefault(key, {})
         if role in slot:
             raise UserError(f"split files {slot[role].name} and {p.name} both look like the {role} list of the "
                             f"same fold. Rename one of them, or pass them in separate runs.")
         slot[role] = p
+    _check_roles_pair_up(list(groups.values()))
 
     folds = []
     for slot in groups.values():
@@ -142,6 +156,21 @@ def read_split_files(paths: Sequence) -> list[FoldSpec]:
             val, test = test, []
         folds.append(FoldSpec(train=train, val=val, held_out=test, files=[str(p) for p in slot.values()]))
     return folds
+
+
+def _check_roles_pair_up(slots: list[dict[str, Path]]) -> None:
+    """Refuse file sets whose folds cannot be what the user meant."""
+    for slot in slots:
+        if "train" in slot and "val" in slot and "trainval" in slot["train"].stem.lower():
+            raise UserError(f"split files {slot['train'].name} and {slot['val'].name}: a trainval list usually "
+                            f"holds the val cases too, so the fold is ambiguous. Give {slot['train'].name} with a "
+                            f"test list (trainval.txt test.txt), or train.txt with val.txt.")
+    train_only = [s["train"].name for s in slots if set(s) == {"train"}]
+    no_train = [p.name for s in slots if "train" not in s for p in s.values()]
+    if train_only and no_train:
+        raise UserError(f"split files {preview(train_only)} (train) and {preview(no_train)} (val/test) do not pair "
+                        f"up into folds: the files of one fold must have the same name apart from the role word "
+                        f"(e.g. busi_train1.txt and busi_val1.txt). {_NAMING_HINT}")
 
 
 # ---------------------------------------------------------------------------------------------------- resolving
@@ -208,6 +237,10 @@ def resolve_splits(specs: Sequence[FoldSpec], case_ids: Sequence[str], aliases: 
         if not train or not val:
             empty = "training" if not train else "validation"
             raise UserError(f"split file(s) {' / '.join(spec.files)} leave fold {k} with an empty {empty} set.")
+        if len(val) > len(train):
+            print(f"warning: fold {k} ({' / '.join(Path(f).name for f in spec.files)}) validates on {len(val)} "
+                  f"case(s) but trains on only {len(train)}. If the lists' roles are swapped, rename the files "
+                  f"(the training list needs 'train' in its name, the validation list 'val').")
         unused = all_cases - train - val - held
         if unused:
             print(f"note: fold {k} ({' / '.join(Path(f).name for f in spec.files)}) uses {len(unused)} case(s) "

@@ -1,7 +1,8 @@
 """`nnunet-lmnet` command line: one subcommand per module.
 
 Each module listed in SUBCOMMANDS defines ``add_parser(subparsers)``, which registers its parser and sets
-``func`` (called with the parsed args; its return value is the exit code). Those modules import torch and nnunetv2
+``func`` (called with the parsed args; its return value is the exit code). Errors end in one line on stderr, not a
+traceback (see :mod:`nnunet_lmnet.errors` for the exit codes). Those modules import torch and nnunetv2
 inside their functions only, so that ``nnunet-lmnet trainer-path`` and ``--help`` stay fast.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from .errors import UserError
+from .errors import EXIT_INTERRUPTED, EXIT_OS_ERROR, EXIT_USER_ERROR, UserError, os_error_message
 
 SUBCOMMAND_MODULES = [
     "nnunet_lmnet.training.discovery",        # trainer-path, doctor
@@ -43,11 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    prog = f"nnunet-lmnet {args.command}"
     try:
         code = args.func(args)
     except UserError as e:
-        print(f"nnunet-lmnet {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted (Ctrl-C).", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as e:
+        print(f"{prog}: error: {os_error_message(e)}", file=sys.stderr)
+        return EXIT_OS_ERROR
     return int(code or 0)
 
 

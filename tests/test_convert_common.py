@@ -47,8 +47,8 @@ def test_single_lists_take_the_rest(tmp_path, capsys):
     assert _folds([val]) == [{"train": [c for c in CASES if c not in ("c1", "c2")], "val": ["c1", "c2"]}]
     train = _write(tmp_path, "train.txt", b"\n".join(c.encode() for c in CASES[:7]))
     assert _folds([train]) == [{"train": CASES[:7], "val": CASES[7:]}]
-    # files without a role word: one validation list each -> as many folds
-    parts = [_write(tmp_path, f"part{k}.txt", "\n".join(CASES[k::2]).encode()) for k in range(2)]
+    # validation lists of different folds: the rest of each trains
+    parts = [_write(tmp_path, f"fold{k}_val.txt", "\n".join(CASES[k::2]).encode()) for k in range(2)]
     folds = _folds(parts)
     assert len(folds) == 2
     check_folds(folds, set(CASES))
@@ -58,6 +58,39 @@ def test_single_lists_take_the_rest(tmp_path, capsys):
     h = _write(tmp_path, "a_test.txt", b"c4\n")
     assert _folds([t, v, h]) == [{"train": ["c0", "c1", "c2"], "val": ["c3"]}]
     assert "neither for training nor for validation" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("train_name, val_name", [
+    ("trainset.txt", "valset.txt"), ("trainval.txt", "test.txt"), ("train.txt", "testset.txt"),
+    ("Training_Set.txt", "Validation_Set.txt"), ("isic18_train1.txt", "isic18_val1.txt"),
+    ("kvasir_TRAIN.txt", "kvasir_valid.txt"),
+])
+def test_usual_role_spellings_pair_into_one_fold(tmp_path, train_name, val_name, capsys):
+    """Before: 'trainset'/'valset' had no role, so fold 0 trained on the 3 ids of valset and validated on 7."""
+    train = _write(tmp_path, train_name, "\n".join(CASES[:7]).encode())
+    val = _write(tmp_path, val_name, "\n".join(CASES[7:]).encode())
+    assert _folds([val, train]) == [{"train": CASES[:7], "val": CASES[7:]}]
+    assert "warning" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("files, match", [
+    ({"cases.txt": b"c0\n"}, r"whether split file .*cases\.txt is a training or a validation list.*_train\.txt"),
+    ({"tr.txt": b"c0\n", "ts.txt": b"c1\n"}, r"tr\.txt is a training or a validation list"),
+    ({"trainval.txt": b"c0\nc1\n", "val.txt": b"c1\n"}, r"trainval list usually holds the val cases too"),
+    ({"a_train.txt": b"c0\n", "b_val.txt": b"c1\n"}, r"'a_train\.txt' \(train\) and 'b_val\.txt' \(val/test\) "
+                                                  r"do not pair up.*busi_train1\.txt and busi_val1\.txt"),
+])
+def test_ambiguous_split_names_say_how_to_rename(tmp_path, files, match):
+    paths = [_write(tmp_path, name, data) for name, data in files.items()]
+    with pytest.raises(UserError, match=match):
+        make_splits(paths, CASES, ALIASES, "test")
+
+
+def test_warns_when_a_fold_validates_on_more_cases_than_it_trains_on(tmp_path, capsys):
+    train = _write(tmp_path, "x_train.txt", b"c0\nc1\nc2\n")
+    val = _write(tmp_path, "x_val.txt", "\n".join(CASES[3:]).encode())
+    _folds([train, val])
+    assert "fold 0 (x_train.txt / x_val.txt) validates on 7 case(s) but trains on only 3" in capsys.readouterr().out
 
 
 def test_nnunet_json_passes_through(tmp_path):
