@@ -88,19 +88,25 @@ def test_new_and_empty_folders_are_used_and_marked(tmp_path):
         prepare_output_folder(tmp_path / "file", overwrite=True)
 
 
-def test_nnunet_commands_wait_passively_unless_the_user_chose(tmp_path, monkeypatch):
+def test_nnunet_commands_spin_briefly_unless_the_user_chose(tmp_path, monkeypatch):
     """Spinning OpenMP threads made CPU training 16-39x slower while another process held a core."""
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert nnunet_environment(tmp_path)["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert nnunet_environment(tmp_path)["OMP_WAIT_POLICY"] == "ACTIVE"
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    env = nnunet_environment(tmp_path)
+    assert env["GOMP_SPINCOUNT"] == "3000" and "OMP_WAIT_POLICY" not in env
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    assert "GOMP_SPINCOUNT" not in nnunet_environment(tmp_path)  # the user's choice wins
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
+    assert nnunet_environment(tmp_path)["GOMP_SPINCOUNT"] == "0"
 
 
-def test_the_demo_starts_nnunet_with_passive_waiting(tmp_path, monkeypatch):
+def test_the_demo_starts_nnunet_with_a_short_spin(tmp_path, monkeypatch):
     import nnunet_lmnet.nnunet_commands as commands
     import nnunet_lmnet.synthetic_dataset as synthetic
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     started = []
 
     class Stop(Exception):
@@ -117,4 +123,4 @@ def test_the_demo_starts_nnunet_with_passive_waiting(tmp_path, monkeypatch):
     with pytest.raises(Stop):
         run_demo(tmp_path / "demo")
     assert started[0][0] == "nnUNetv2_plan_and_preprocess"
-    assert started[0][1]["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert started[0][1]["GOMP_SPINCOUNT"] == "3000"
