@@ -39,12 +39,7 @@ STUB_ID = STUBS["iso"][0]
 STUB_CASES, STUB_GB = 3, 1.0  # 3 cases: the 5 % cap binds the stock 2d batch of "iso" (19 < 25)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # ------------------------------------------------------------------------------------------------- the estimate

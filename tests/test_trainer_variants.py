@@ -62,13 +62,7 @@ def _plans():
     return {**plans_with({"2d": default_configuration(strides, kernels, (64, 64))}), "continue_training": False}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread (as the test trainers use): two threads collapse when another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture
