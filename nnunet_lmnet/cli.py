@@ -19,7 +19,9 @@ SUBCOMMAND_MODULES = [
     "nnunet_lmnet.demo",                      # demo
     "nnunet_lmnet.plans.cli",                 # derive-plans
     "nnunet_lmnet.dataset_conversion.cli",    # convert
-    "nnunet_lmnet.benchmarking.cli",          # benchmark, compare, export-submission, model-card
+    "nnunet_lmnet.benchmark.cli",             # benchmark
+    "nnunet_lmnet.evaluation.cli",            # compare
+    "nnunet_lmnet.export.cli",                # export-submission, model-card
 ]
 
 

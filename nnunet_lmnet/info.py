@@ -1,6 +1,6 @@
 """``nnunet-lmnet info``: parameters, MACs and output shape of a paper preset.
 
-MACs are counted for one forward pass (batch 1, eval mode) by ``benchmarking.complexity.count_macs``: torch's
+MACs are counted for one forward pass (batch 1, eval mode) by ``benchmark.complexity.count_macs``: torch's
 FlopCounterMode (convolutions, linear layers and matrix products, including the global attention's QK^T and AV
 through SDPA) plus the neighbourhood attention's QK^T and AV (2 x positions x window x channels per layer), which
 runs as element-wise products the counter does not see and is declared by the module (``extra_macs``). Norms,
@@ -38,7 +38,7 @@ def describe(arch: str, dim: int, in_channels: int, classes: int, patch: list[in
     import torch
 
     from nnunet_lmnet.architectures.stage_geometry import total_stride
-    from nnunet_lmnet.benchmarking.complexity import count_macs
+    from nnunet_lmnet.benchmark.complexity import count_macs
 
     if len(patch) != dim:
         raise UserError(f"--patch needs {dim} sizes for --dim {dim}, got {patch}")

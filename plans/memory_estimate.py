@@ -1,6 +1,6 @@
 """Activation memory of a network described by a plans architecture block, without running it at full size.
 
-The quantity is what autograd keeps for backward per sample (``benchmarking.saved_activations``: each storage once,
+The quantity is what autograd keeps for backward per sample (``benchmark.saved_activations``: each storage once,
 parameters excluded) in a training-mode forward. It is measured, not modelled, so changes to the networks (e.g.
 recomputed blocks) are followed automatically: one training forward at a small patch (CPU, float32, batch 2 since
 BatchNorm needs more than one value), divided by the batch and scaled by the number of voxels. Every map of a
@@ -48,7 +48,7 @@ def _measured(class_name: str, kwargs_json: str, requires_import: tuple[str, ...
     import torch
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 
-    from nnunet_lmnet.benchmarking.saved_activations import saved_bytes_per_sample
+    from nnunet_lmnet.benchmark.saved_activations import saved_bytes_per_sample
 
     # fork_rng: building the network and the input draw random numbers; callers (a trainer) must not see that
     with torch.random.fork_rng(devices=[]), torch.inference_mode(False), torch.enable_grad():

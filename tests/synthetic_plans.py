@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnunet_lmnet.benchmarking.synthetic_plans import default_configuration as _package_configuration
-from nnunet_lmnet.benchmarking.synthetic_plans import plans_with  # noqa: F401 (re-exported for the tests)
+from nnunet_lmnet.benchmark.synthetic_plans import default_configuration as _package_configuration
+from nnunet_lmnet.benchmark.synthetic_plans import plans_with  # noqa: F401 (re-exported for the tests)
 
 
 def default_configuration(strides, kernel_sizes, patch_size, batch_size=2) -> dict:

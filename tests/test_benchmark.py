@@ -10,10 +10,10 @@ import torch
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
-from nnunet_lmnet.benchmarking.complexity import count_macs, count_parameters_in_state_dict
-from nnunet_lmnet.benchmarking.compute import ARCHS, add_ratios, markdown_report, resolve_inputs
-from nnunet_lmnet.benchmarking.saved_activations import saved_bytes_per_sample
-from nnunet_lmnet.benchmarking.synthetic_plans import plans_with, synthetic_configuration
+from nnunet_lmnet.benchmark.complexity import count_macs, count_parameters_in_state_dict
+from nnunet_lmnet.benchmark.compute import ARCHS, add_ratios, markdown_report, resolve_inputs
+from nnunet_lmnet.benchmark.saved_activations import saved_bytes_per_sample
+from nnunet_lmnet.benchmark.synthetic_plans import plans_with, synthetic_configuration
 from nnunet_lmnet.cli import main
 from nnunet_lmnet.training.network_builder import build_network
 

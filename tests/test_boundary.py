@@ -13,7 +13,7 @@ import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 from monai.metrics import compute_surface_dice  # noqa: E402
 
-from nnunet_lmnet.benchmarking.boundary import mask_boundary_metrics, to_evaluation_geometry  # noqa: E402
+from nnunet_lmnet.evaluation.boundary import mask_boundary_metrics, to_evaluation_geometry  # noqa: E402
 from nnunet_lmnet.cli import main  # noqa: E402
 from test_compare_support import DATASET, dataset_json, setup_env, tiny_plans, write_summary  # noqa: E402
 

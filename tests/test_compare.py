@@ -202,7 +202,7 @@ def test_compare_requires_results_env(monkeypatch, capsys):
 
 
 def test_paired_wilcoxon_known_values():
-    from nnunet_lmnet.benchmarking.stats import mean_std, paired_wilcoxon
+    from nnunet_lmnet.evaluation.stats import mean_std, paired_wilcoxon
 
     ref = np.array([0.5, 0.5, 0.5, 0.5, 0.5, 0.7, nan])
     other = ref + np.array([0.1, 0.2, -0.05, 0.3, 0.4, 0.0, 0.1])

@@ -1,4 +1,4 @@
-"""Parameter and MAC counting (benchmarking/complexity.py), directly and through `compare --flops`."""
+"""Parameter and MAC counting (benchmark/complexity.py), directly and through `compare --flops`."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nnunet_lmnet.benchmarking.complexity import count_macs, count_parameters_in_state_dict, model_macs
+from nnunet_lmnet.benchmark.complexity import count_macs, count_parameters_in_state_dict, model_macs
 from nnunet_lmnet.cli import main
 from test_compare_support import DATASET, setup_env, write_real_model, write_summary
 

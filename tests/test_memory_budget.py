@@ -20,8 +20,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnunet_lmnet.architectures.stage_geometry import total_stride
-from nnunet_lmnet.benchmarking.saved_activations import saved_bytes_per_sample
-from nnunet_lmnet.benchmarking.synthetic_plans import default_configuration, nnunet_topology, plans_with
+from nnunet_lmnet.benchmark.saved_activations import saved_bytes_per_sample
+from nnunet_lmnet.benchmark.synthetic_plans import default_configuration, nnunet_topology, plans_with
 from nnunet_lmnet.cli import main
 from nnunet_lmnet.plans import presets
 from nnunet_lmnet.plans.budget_planner import BUDGET_KEY, BudgetPlanner, plan_for_budget

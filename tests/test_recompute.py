@@ -13,7 +13,7 @@ import torch
 from nnunet_lmnet.architectures.lgmsnet import LGMSNet
 from nnunet_lmnet.architectures.lmnet import LMNet
 from nnunet_lmnet.architectures.recompute import observe_kept, recompute
-from nnunet_lmnet.benchmarking.saved_activations import saved_bytes
+from nnunet_lmnet.benchmark.saved_activations import saved_bytes
 
 ANISO_STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
 ANISO_KERNELS = [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]]

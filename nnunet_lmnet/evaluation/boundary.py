@@ -123,7 +123,7 @@ def reader_for_model(model_dir: Path, dataset_json: dict, example_file: str):
 
     plans_file = model_dir / "plans.json"
     if plans_file.is_file():
-        from ._common import load_json_file
+        from ..nnunet_paths import load_json_file
 
         name = load_json_file(plans_file, "plans file").get("image_reader_writer")
         if name:

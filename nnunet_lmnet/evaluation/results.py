@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ._common import case_id_from_file, load_json_file
+from ..nnunet_paths import case_id_from_file, load_json_file
 
 
 @dataclass

@@ -22,7 +22,7 @@ import io
 from pathlib import Path
 
 from ..errors import UserError
-from ._common import EXT_TRAINER_HINT
+from ..nnunet_paths import EXT_TRAINER_HINT
 
 BN_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 EXTRA_MACS_METHOD = "extra_macs"

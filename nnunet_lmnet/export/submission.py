@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import UserError
-from ._common import load_json_file, same_or_inside
+from ..nnunet_paths import load_json_file
+from ..report_output import same_or_inside
 
 IMAGE_ENDINGS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MAX_LISTED = 10
@@ -266,7 +267,7 @@ def _replace_dir(tmp_dir: Path, out_dir: Path) -> None:
 def _write_zip(out_dir: Path, zip_path: Path) -> None:
     import zipfile
 
-    from ._common import atomic_path
+    from ..report_output import atomic_path
 
     with atomic_path(zip_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:

@@ -94,7 +94,7 @@ def plot_dice_per_case(per_case, trainers: list[str], class_keys: list[str], cla
         a.set_ylim(max(-0.02, min(lo - 0.05, 0.9)), 1.02)
     fig.suptitle(title + "\nbox: quartiles, line: median, diamond: mean, dots: cases", fontsize=11)
     fig.tight_layout()
-    from ._common import atomic_path
+    from ..report_output import atomic_path
 
     with atomic_path(out_file) as tmp:
         fig.savefig(tmp, dpi=130, format="png")

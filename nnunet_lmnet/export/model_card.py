@@ -14,8 +14,8 @@ import platform
 from pathlib import Path
 
 from ..errors import UserError
-from ._common import (DEFAULT_FOLDS, atomic_write_text, class_names, fmt_count, fmt_mean_std, fmt_num,
-                      load_json_file, md_table, refuse_existing, sort_class_keys, split_model_folder_name)
+from ..nnunet_paths import DEFAULT_FOLDS, class_names, load_json_file, sort_class_keys, split_model_folder_name
+from ..report_output import atomic_write_text, fmt_count, fmt_mean_std, fmt_num, md_table, refuse_existing
 
 DEBUG_KEYS = ("num_epochs", "initial_lr", "weight_decay", "oversample_foreground_percent", "num_iterations_per_epoch",
               "num_val_iterations_per_epoch", "torch_version", "cudnn_version", "device", "gpu_name")
@@ -64,7 +64,7 @@ def _splits_section(dataset_name: str) -> list[str]:
 
 
 def _cv_section(run, names: dict[str, str]) -> list[str]:
-    from .stats import mean_std
+    from ..evaluation.stats import mean_std
 
     if not run.finished:
         return [f"No finished fold among {', '.join(map(str, run.requested_folds))} "
@@ -91,8 +91,8 @@ def _cv_section(run, names: dict[str, str]) -> list[str]:
 def build_model_card(model_dir: Path, with_flops: bool = False, folds=DEFAULT_FOLDS) -> str:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from .complexity import FLOPS_NOTE, count_parameters_in_state_dict, first_checkpoint, load_checkpoint, model_macs
-    from .results import load_run
+    from ..benchmark.complexity import FLOPS_NOTE, count_parameters_in_state_dict, first_checkpoint, load_checkpoint, model_macs
+    from ..evaluation.results import load_run
 
     model_dir = Path(model_dir)
     if not model_dir.is_dir():

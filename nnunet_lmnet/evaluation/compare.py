@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ._common import (DEFAULT_FOLDS, atomic_path, atomic_write_text, class_names, fmt_count, fmt_mean_std, fmt_num,
-                      fmt_p, md_table, model_folder, refuse_existing, require_env_folder, resolve_dataset_name,
-                      sort_class_keys)
+from ..nnunet_paths import DEFAULT_FOLDS, class_names, model_folder, require_env_folder, resolve_dataset_name, sort_class_keys
+from ..report_output import atomic_path, atomic_write_text, fmt_count, fmt_mean_std, fmt_num, fmt_p, md_table, refuse_existing
 
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "paired_tests.csv", "per_case.csv", "dice_per_case.png")
 OVERLAP_METRICS = ("Dice", "IoU")
@@ -62,7 +61,7 @@ def default_out_dir(results: Path, dataset_name: str, configuration: str, plans:
 
 # ------------------------------------------------------------------------------------------------ model size
 def model_size(run, want_flops: bool) -> dict:
-    from .complexity import count_parameters, first_checkpoint, model_macs
+    from ..benchmark.complexity import count_parameters, first_checkpoint, model_macs
 
     info = {"params": math.nan, "macs": math.nan, "flops": math.nan, "checkpoint": None, "input_shape": None}
     found = first_checkpoint(run.folder, run.finished + [k for k in run.requested_folds if k not in run.finished])
@@ -292,7 +291,7 @@ def build_markdown(opts, dataset_name, runs, summary, paired, model_info, names,
               "- Parameters are counted from `checkpoint_final.pth` (`network_weights`), BatchNorm running "
               "statistics excluded."]
     if opts.flops:
-        from .complexity import FLOPS_NOTE
+        from ..benchmark.complexity import FLOPS_NOTE
 
         lines.append(f"- {FLOPS_NOTE}")
     if opts.boundary:

@@ -368,7 +368,7 @@ def resolve_inputs(dataset: str | None = None, plans_name: str = "nnUNetPlans", 
     """Keyword arguments of ``run_benchmark`` (plus 'label') from one of: a dataset (-d), a plans file, --synthetic.
 
     Channels: explicit values, else the dataset.json next to the plans (via nnU-Net's LabelManager), else 1 / 2."""
-    from ._common import load_json_file, require_env_folder, resolve_dataset_name
+    from ..nnunet_paths import load_json_file, require_env_folder, resolve_dataset_name
 
     dataset_json = None
     if synthetic is not None:
@@ -521,7 +521,7 @@ def _fmt_s(t) -> str:
 
 
 def markdown_report(result: dict) -> str:
-    from ._common import fmt_count, md_table
+    from ..report_output import fmt_count, md_table
 
     m, c, s = result["machine"], result["configuration"], result["settings"]
     cpu = m["device"] == "cpu"
@@ -589,7 +589,7 @@ def markdown_report(result: dict) -> str:
 def write_report(result: dict, out_dir: Path, overwrite: bool) -> tuple[Path, Path]:
     import json
 
-    from ._common import atomic_write_text, refuse_existing
+    from ..report_output import atomic_write_text, refuse_existing
 
     paths = report_paths(out_dir)
     refuse_existing(paths, overwrite)

@@ -1,0 +1,85 @@
+"""Subcommand `benchmark`: compute cost of nnU-Net's default network, LM-Net and LGMSNet on the same plans.
+
+Only argparse and the standard library are imported here; the rest is imported by the functions that need
+it, so `nnunet-lmnet --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+# --------------------------------------------------------------------------------------------------- benchmark
+def _run_benchmark(args: argparse.Namespace) -> int:
+    from .compute import check_device, markdown_report, report_paths, resolve_inputs, run_benchmark, write_report
+    from ..report_output import refuse_existing
+
+    inputs = resolve_inputs(dataset=args.dataset, plans_name=args.plans_name, plans_file=args.plans,
+                            synthetic=args.synthetic, configuration=args.configuration, patch_size=args.patch,
+                            batch_size=args.batch_size, in_channels=args.in_channels, classes=args.classes)
+    label = inputs.pop("label")
+    device = args.device
+    if device is None:
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(device)
+    out = Path(args.out) if args.out else Path("benchmarks") / f"{label}__{device}"
+    refuse_existing(report_paths(out), args.overwrite)  # before minutes of measuring, not after
+    result = run_benchmark(**inputs, archs=args.archs, device=device, repeats=args.repeats, warmup=args.warmup,
+                           threads=args.threads, compile_network=args.compile)
+    paths = write_report(result, out, args.overwrite)
+    print(markdown_report(result))
+    print(f"Written to {paths[0]} and {paths[1]}")
+    return 0
+
+
+def _add_benchmark(sub) -> None:
+    p = sub.add_parser(
+        "benchmark",
+        help="parameters, MACs, training-step and inference time, peak memory of nnU-Net's default network, "
+             "LM-Net and LGMSNet on the same plans configuration",
+        description="Builds each network from one plans configuration (nnU-Net's own network as 'default', ours as "
+                    "the trainers derive them) and measures, each in a fresh process: parameters, MACs/FLOPs at the "
+                    "patch, forward+backward+SGD step at the plans' batch size with nnU-Net's loss, inference time "
+                    "per patch (batch 1, fused LM-Net), peak memory. Medians after warm-up, ratios to 'default' from "
+                    "the same run. Writes benchmark.json and benchmark.md and prints the table.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("-d", "--dataset", help="preprocessed dataset (id or name): reads "
+                                             "$nnUNet_preprocessed/<Dataset>/<PLANS>.json and dataset.json")
+    src.add_argument("--plans", metavar="FILE", help="any nnU-Net plans .json (a dataset.json next to it is used "
+                                                     "for the channels)")
+    src.add_argument("--synthetic", choices=["2d", "3d"],
+                     help="built-in nnU-Net default plans without a dataset: 2d = 256x256 (batch 49), 3d = "
+                          "128x128x128 (batch 2) at isotropic spacing; strides, kernels and batch size as nnU-Net's "
+                          "planner gives them (its cap at 5%% of a dataset's voxels does not apply)")
+    p.add_argument("-c", "--configuration", default=None,
+                   help="configuration in the plans, e.g. 2d or 3d_fullres (required with -d / --plans)")
+    p.add_argument("-p", "--plans-name", default="nnUNetPlans", metavar="PLANS",
+                   help="plans identifier for -d (default: nnUNetPlans)")
+    from .compute import ARCHS  # standard library only at import time
+
+    p.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS),
+                   help="networks to measure (default: all); ratios need 'default'")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--repeats", type=int, default=5, help="timed repetitions, median reported (default 5)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (default 2)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per network (default: torch's default)")
+    p.add_argument("--patch", type=int, nargs="+", default=None, help="override the patch size")
+    p.add_argument("--batch-size", type=int, default=None, help="override the batch size")
+    p.add_argument("--in-channels", type=int, default=None,
+                   help="input channels (default: from dataset.json, else 1)")
+    p.add_argument("--classes", type=int, default=None,
+                   help="network outputs incl. background (default: nnU-Net's segmentation heads from dataset.json, "
+                        "else 2)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step, as nnU-Net does on CUDA")
+    p.add_argument("--out", default=None, help="output folder (default: ./benchmarks/<plans or synthetic>__<device>)")
+    p.add_argument("--overwrite", action="store_true", help="replace benchmark.json / benchmark.md if they exist")
+    p.set_defaults(func=_run_benchmark)
+
+
+# --------------------------------------------------------------------------------------------------- registration
+def add_parser(subparsers) -> None:
+    """Register this module's subcommands on the main CLI's argparse subparsers."""
+    _add_benchmark(subparsers)

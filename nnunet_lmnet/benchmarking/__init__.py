@@ -1,1 +1,0 @@
-"""Compute benchmarks, cross-validation comparison, challenge submissions and model cards."""

@@ -1,0 +1,1 @@
+"""Evaluation of trained models: cross-validation comparison, boundary metrics, statistics, plots."""

@@ -1,0 +1,1 @@
+"""What leaves a results folder: challenge submissions and model cards."""
