@@ -6,6 +6,9 @@ from nnunet_lmnet._autodiscovery import trainer_folder
 from nnunet_lmnet.nnunet_commands import nnunet_environment
 
 TEST_TRAINERS = Path(__file__).parent / "ext_trainers"
+# Test trainers in TEST_TRAINERS: one epoch of 2 iterations, one thread, seeded.
+E2E_TRAINERS = {"lmnet": "nnUNetTrainerLMNet_test", "lgmsnet": "nnUNetTrainerLGMSNet_test",
+                "default": "nnUNetTrainer_test"}
 
 
 def nnunet_test_env(root: Path) -> dict[str, str]:

@@ -11,16 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_env import nnunet_test_env
+from nnunet_env import E2E_TRAINERS, nnunet_test_env
 from nnunet_lmnet.demo import run_demo
 from nnunet_lmnet.nnunet_commands import run
-from nnunet_lmnet.synthetic_dataset import write_synthetic_dataset
 
 pytestmark = pytest.mark.e2e
 
 NETWORK_CLASSES = {"lmnet": "nnunet_lmnet.architectures.lmnet.LMNet",
                    "lgmsnet": "nnunet_lmnet.architectures.lgmsnet.LGMSNet"}
-TRAINERS = {"lmnet": "nnUNetTrainerLMNet_test", "lgmsnet": "nnUNetTrainerLGMSNet_test"}
+TRAINERS = E2E_TRAINERS
 
 
 def _model_folder(env, dataset, trainer, cfg, plans="nnUNetPlans"):
@@ -35,16 +34,6 @@ def _check_model(model: Path, arch: str, trainer: str, cfg: str) -> dict:
     assert ckpt["trainer_name"] == trainer
     assert (model / "fold_0" / "validation" / "summary.json").is_file()
     return ckpt
-
-
-@pytest.fixture(scope="module")
-def demo_2d(tmp_path_factory):
-    """The 2D demo pipeline with the LM-Net test trainer; later tests reuse its folders."""
-    root = tmp_path_factory.mktemp("demo_lmnet")
-    env = nnunet_test_env(root)
-    summary = run_demo(root, arch="lmnet", trainer=TRAINERS["lmnet"], num_train=10, num_test=2, overwrite=True,
-                       extra_env=env)
-    return root, env, summary
 
 
 def test_demo_pipeline_lmnet(demo_2d, capsys):
@@ -114,24 +103,13 @@ def test_demo_pipeline_lgmsnet(tmp_path):
     _check_model(_model_folder(env, "Dataset980_*", TRAINERS["lgmsnet"], "2d"), "lgmsnet", TRAINERS["lgmsnet"], "2d")
 
 
-@pytest.fixture(scope="module")
-def preprocessed_3d(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e_3d")
-    env = nnunet_test_env(root)
-    write_synthetic_dataset(env["nnUNet_raw"], 981, dim=3, num_train=6, num_test=1)
-    run("nnUNetv2_plan_and_preprocess", "-d", "981", "-c", "3d_fullres", "-np", "1", "-npfp", "1", env=env,
-        quiet=True)
-    return root, env
-
-
 @pytest.mark.parametrize("arch", ["lmnet", "lgmsnet"])
-def test_3d_fullres_anisotropic(preprocessed_3d, arch):
+def test_3d_fullres_anisotropic(preprocessed_3d, trained_3d, arch):
     root, env = preprocessed_3d
     trainer = TRAINERS[arch]
     plans = json.loads(next(Path(env["nnUNet_preprocessed"]).glob("Dataset981_*/nnUNetPlans.json")).read_text())
     assert plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]["strides"][1][0] == 1  # anisotropic
-    run("nnUNetv2_train", "981", "3d_fullres", "0", "-tr", trainer, "-device", "cpu",
-        env={**env, "nnUNet_n_proc_DA": "0"}, quiet=True)
+    trained_3d(arch)
     out = root / f"pred_{arch}"
     raw = next(Path(env["nnUNet_raw"]).glob("Dataset981_*"))
     run("nnUNetv2_predict", "-i", raw / "imagesTs", "-o", out, "-d", "981", "-c", "3d_fullres", "-f", "0", "-tr",

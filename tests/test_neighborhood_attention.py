@@ -219,7 +219,7 @@ def test_bf16_autocast_module_is_finite_and_close_to_fp32():
 
 def _module_reference(module, x):
     """Module forward written out by hand: channel = head * head_dim + d, brute-force attention."""
-    batch, spatial, nd = x.shape[0], x.shape[1:-1], x.dim() - 2
+    batch, spatial, _nd = x.shape[0], x.shape[1:-1], x.dim() - 2
     qkv = module.qkv(x).reshape(batch, *spatial, 3, module.num_heads, module.head_dim)
     q, k, v = (qkv[..., i, :, :].movedim(-2, 1) for i in range(3))  # (B, heads, *spatial, head_dim)
     out = reference_na(q, k, v, module.kernel_size, module.rpb)

@@ -3,7 +3,6 @@
 Networks are built exactly as the trainers build them (default nnU-Net plans configuration -> derived
 architecture -> network), so this also covers the derivation of strides/kernels from the plans.
 """
-import numpy as np
 import pytest
 import torch
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
