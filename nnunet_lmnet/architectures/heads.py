@@ -12,13 +12,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
-from .ops import conv_nd
+from .pointwise import pointwise_conv_nd
 
 
 def make_seg_layers(dim: int, widths: Sequence[int], num_classes: int) -> nn.ModuleList:
     """One 1x1 conv (with bias) per decoder level, `widths` ordered highest resolution first."""
-    conv = conv_nd(dim)
-    return nn.ModuleList(conv(w, num_classes, kernel_size=1, bias=True) for w in widths)
+    return nn.ModuleList(pointwise_conv_nd(dim, w, num_classes) for w in widths)
 
 
 def select_outputs(

@@ -22,7 +22,6 @@ from .lmnet_transformers import GlobalFeatureTransformer, LocalFeatureTransforme
 from .multibranch_block import MultiBranchBlock
 from .ops import channels_last_on_cpu, conv_nd, same_padding
 from .recompute import recompute as recompute_block
-from .recompute import should_recompute
 from .stage_geometry import resolve_stage_geometry
 
 
@@ -63,10 +62,9 @@ class LMNetDecoder(nn.Module):
         x = bottleneck
         outputs = []
         for i in reversed(range(len(skips))):
-            if should_recompute(self, self.recompute):  # the upsampled map is the largest tensor saved here
-                merged = recompute_block(lambda a, b, i=i: self._merge(i, a, b), self.up[i], x, skips[i])
-            else:
-                merged = self._merge(i, x, skips[i])
+            # the upsampled map is the largest tensor saved here
+            merged = recompute_block(lambda a, b, i=i: self._merge(i, a, b), self.up[i], x, skips[i],
+                                     enabled=self.recompute)
             x = self.blocks[i](merged)
             outputs.append(x)
         outputs.reverse()  # highest resolution first

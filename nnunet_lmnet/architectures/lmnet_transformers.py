@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from .neighborhood_attention import NeighborhoodAttention
 from .ops import batch_norm_nd, conv_nd, interpolation_mode, same_padding
+from .pointwise import pointwise_conv_nd
 from .recompute import recompute as recompute_block
-from .recompute import should_recompute
 from .transformer import GlobalSelfAttention, PreNormTransformerLayer
 
 
@@ -54,7 +54,7 @@ class GlobalFeatureTransformer(nn.Module):
         total = sum(widths)
         self.embed = _conv(dim, total, total, kernel)
         self.layer = PreNormTransformerLayer(total, GlobalSelfAttention(total, num_heads), mlp_ratio, dropout)
-        self.out = conv_nd(dim)(total, widths[-1], 1, bias=True)
+        self.out = pointwise_conv_nd(dim, total, widths[-1])
 
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         bottleneck = features[-1]
@@ -124,6 +124,5 @@ class LocalFeatureTransformer(nn.Module):
         i = self.level
         finer = encoder_features[i - 1] if self.has_finer else None
         coarser = encoder_features[i + 1] if self.has_coarser else None
-        if should_recompute(self, self.recompute):  # keeps the encoder maps (kept anyway) instead of ~20 maps
-            return recompute_block(self._forward, self, finer, encoder_features[i], coarser)
-        return self._forward(finer, encoder_features[i], coarser)
+        # keeps the encoder maps (kept anyway) instead of ~20 maps
+        return recompute_block(self._forward, self, finer, encoder_features[i], coarser, enabled=self.recompute)

@@ -29,8 +29,8 @@ import torch.nn.functional as F
 
 from .depthwise import depthwise_conv_nd
 from .ops import batch_norm_nd, conv_nd, same_padding
+from .pointwise import pointwise_conv_nd
 from .recompute import recompute as recompute_block
-from .recompute import should_recompute
 from .squeeze_excitation import SqueezeExcitation
 
 
@@ -88,20 +88,19 @@ class MultiBranchBlock(nn.Module):
     ):
         super().__init__()
         dim = len(kernel_size)
-        conv = conv_nd(dim)
         self.dim = dim
         self.fuse_in_eval = fuse_in_eval
         self.recompute = recompute  # keep only the block input for backward (see architectures.recompute)
         self.expand = nn.Sequential(
-            conv(in_channels, expand_channels, 1, bias=True), batch_norm_nd(dim)(expand_channels), nn.Hardswish()
+            pointwise_conv_nd(dim, in_channels, expand_channels), batch_norm_nd(dim)(expand_channels), nn.Hardswish()
         )
         kernels = branch_kernels(kernel_size, large_kernel)
         self.fused_kernel_size = kernels["large"]
         self.branches = nn.ModuleDict({name: DepthwiseBranch(expand_channels, k) for name, k in kernels.items()})
         self.fused: nn.Module | None = None  # set by reparameterize()
         self.se = SqueezeExcitation(expand_channels, dim)
-        self.pointwise = conv(expand_channels, out_channels, 1, bias=True)
-        self.shortcut = conv(in_channels, out_channels, 1, bias=True)
+        self.pointwise = pointwise_conv_nd(dim, expand_channels, out_channels)
+        self.shortcut = pointwise_conv_nd(dim, in_channels, out_channels)
 
     def fused_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single depthwise kernel and bias equal (in eval mode) to the sum of all branches."""
@@ -127,9 +126,7 @@ class MultiBranchBlock(nn.Module):
         return self.pointwise(self.se(F.gelu(t))) + self.shortcut(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if should_recompute(self, self.recompute):
-            return recompute_block(self._forward, self, x)
-        return self._forward(x)
+        return recompute_block(self._forward, self, x, enabled=self.recompute)
 
     @torch.no_grad()
     def reparameterize(self) -> None:

@@ -76,8 +76,14 @@ def should_recompute(module: nn.Module, enabled: bool) -> bool:
     return enabled and module.training and torch.is_grad_enabled() and _depth() == 0
 
 
-def recompute(fn: Callable[..., torch.Tensor], module: nn.Module, *inputs: torch.Tensor | None) -> torch.Tensor:
-    """`fn(*inputs)`, keeping only `inputs` for backward. `module` owns every parameter and buffer `fn` uses."""
+def recompute(fn: Callable[..., torch.Tensor], module: nn.Module, *inputs: torch.Tensor | None,
+              enabled: bool = True) -> torch.Tensor:
+    """`fn(*inputs)`, keeping only `inputs` for backward. `module` owns every parameter and buffer `fn` uses.
+
+    Runs `fn` plainly where recomputation would change nothing (see `should_recompute`) or `enabled` is False.
+    """
+    if not should_recompute(module, enabled):
+        return fn(*inputs)
     for observer in _KEPT_OBSERVERS:
         for t in inputs:
             if isinstance(t, torch.Tensor):

@@ -5,18 +5,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import conv_nd
+from .pointwise import pointwise_conv_nd
 
 
 class SqueezeExcitation(nn.Module):
     def __init__(self, channels: int, dim: int, reduction: int = 4):
         super().__init__()
-        conv = conv_nd(dim)
         hidden = channels // reduction
         if hidden < 1:
             raise ValueError(f"squeeze-excitation: {channels} channels cannot be reduced by {reduction}")
-        self.reduce = conv(channels, hidden, kernel_size=1, bias=True)
-        self.expand = conv(hidden, channels, kernel_size=1, bias=True)
+        self.reduce = pointwise_conv_nd(dim, channels, hidden)
+        self.expand = pointwise_conv_nd(dim, hidden, channels)
         # The official code draws these weights from kaiming_normal; biases keep torch's default.
         nn.init.kaiming_normal_(self.reduce.weight)
         nn.init.kaiming_normal_(self.expand.weight)
