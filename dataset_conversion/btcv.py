@@ -14,8 +14,8 @@ Output:
 
 - ``imagesTr/BTCV_0001_0000.nii.gz`` (channel ``CT``: nnU-Net's CT normalisation), ``labelsTr/BTCV_0001.nii.gz``,
   ``imagesTs/BTCV_0061_0000.nii.gz``. Files are copied byte for byte (nnU-Net's SimpleITK reader handles the
-  standard axial layout); each pair is checked first (readable, complete gzip stream, same shape and spacing,
-  labels within 0..13).
+  standard axial layout); each pair is checked first (readable, complete gzip stream, same shape, spacing,
+  direction and origin (:func:`~.common.check_same_geometry`), labels within 0..13).
 - Labels (all 13 organs): 1 spleen, 2 right kidney, 3 left kidney, 4 gallbladder, 5 esophagus, 6 liver,
   7 stomach, 8 aorta, 9 inferior vena cava, 10 portal vein and splenic vein, 11 pancreas, 12 right adrenal
   gland, 13 left adrenal gland. ``--labels synapse8`` instead writes TransUNet's 8-organ remap (spleen, right

@@ -4,7 +4,9 @@
   (``.DatasetXXX_Name.<host>.<pid>.<rand>.tmp`` in ``$nnUNet_raw``) and renamed into place only after the last file
   is written, so an error, Ctrl-C, SIGTERM or SIGHUP never leaves a half-written dataset that nnU-Net could pick up.
   nnU-Net looks datasets up with the prefix ``DatasetXXX``, so the hidden name is invisible to it. What a SIGKILL
-  leaves behind is recognised by the dead writer's pid and removed by the next conversion.
+  leaves behind is recognised by the dead writer's pid and removed by the next conversion. One conversion per
+  dataset id at a time (a lock file ``.DatasetXXX.lock``), and no id that nnU-Net already knows under another name
+  (:mod:`.dataset_lock`).
 - Source discovery: users point at the archive's top folder or at the folder inside it; :func:`locate` searches
   the given folder and up to two levels below it.
 - Parallel map with a progress bar (spawn-safe: workers are top-level functions of the dataset modules).
@@ -30,6 +32,8 @@ from typing import Callable, Iterator, Sequence
 from nnunet_lmnet.errors import UserError
 from nnunet_lmnet.signals import children_ignore_sigint, exit_on_signals
 
+from .dataset_lock import check_id_free, dataset_id_lock, remove_stale_locks
+
 # Default nnU-Net dataset ids and names (5xx: no clash with nnU-Net's own conversion scripts).
 DEFAULTS: dict[str, tuple[int, str]] = {
     "kvasir": (501, "KvasirSEG"),
@@ -39,6 +43,12 @@ DEFAULTS: dict[str, tuple[int, str]] = {
     "btcv": (505, "BTCV"),
     "kits23": (506, "KiTS23"),
     "lgg3d": (507, "LGG3D"),
+    # zero-shot (LGMSNet Table 2) sources and targets; pranet-test: 511..515, one per subset (pranet_test.py)
+    "tnscui2020": (508, "TNSCUI2020"),
+    "tn3k": (509, "TN3K"),
+    "ph2": (510, "PH2"),
+    "pranet-test": (511, "CVC300"),
+    "folder": (520, ""),  # convert folder: --name is required
 }
 
 # Small by default: the work is I/O and codec bound and every spawned worker pays its own imports.
@@ -210,38 +220,52 @@ class Stage:
 def staged_dataset(source: Path, output_root, dataset_id: int, name: str, overwrite: bool) -> Iterator[Stage]:
     """Yield a Stage; on success its hidden folder becomes ``<raw>/DatasetXXX_Name``, on any error it is deleted.
 
-    The checks (existing target, id clash, source/target overlap) run before any work, so a refused conversion
-    costs nothing. Hidden folders that killed conversions left in the output root are removed first
-    (:func:`clean_leftovers`).
+    The checks (existing target, id clash in ``$nnUNet_raw``, ``$nnUNet_preprocessed`` or ``$nnUNet_results``,
+    source/target overlap) run before any work, so a refused conversion costs nothing, and again just before the
+    final rename, so what appeared meanwhile is never replaced. A lock per dataset id, held throughout
+    (:func:`dataset_id_lock`), stops a second conversion of the same id at once. Hidden folders that killed
+    conversions left in the output root are removed first (:func:`clean_leftovers`).
     """
     root = raw_root(output_root)
     folder = dataset_folder_name(dataset_id, name)
     target = root / folder
-    # nnU-Net resolves datasets by id and refuses ids that match two folders.
-    clash = sorted(p.name for p in root.glob(f"Dataset{dataset_id:03d}_*") if p.name != folder)
-    if clash:
-        raise UserError(f"{root} already holds {', '.join(clash)} with dataset id {dataset_id}; nnU-Net would not "
-                        f"know which one to use. Choose another --dataset-id or remove that folder.")
     if _is_within(target, source) or _is_within(source, target):
         raise UserError(f"the output {target} and SOURCE {source} overlap. The source is never modified: put "
                         f"nnUNet_raw somewhere else.")
-    clean_leftovers(root, folder)
-    if (target.exists() or target.is_symlink()) and not overwrite:
-        raise UserError(f"{target} already exists. Pass --overwrite (overwrite=True) to replace it, or choose "
-                        f"another --dataset-id / --name.")
-    tmp = root / _hidden_name(folder, "tmp")
-    tmp.mkdir()
-    with exit_on_signals():
-        try:
-            yield Stage(tmp, target)
-            _move_into_place(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+    with dataset_id_lock(root, dataset_id):
+        clean_leftovers(root, folder)  # first: it may put back a dataset that a killed overwrite moved aside
+        remove_stale_locks(root)
+        check_id_free(root, dataset_id, folder)
+        if _exists(target) and not overwrite:
+            raise UserError(f"{target} already exists. Pass --overwrite (overwrite=True) to replace it, or choose "
+                            f"another --dataset-id / --name.")
+        tmp = root / _hidden_name(folder, "tmp")
+        tmp.mkdir()
+        with exit_on_signals():
+            try:
+                yield Stage(tmp, target)
+                _recheck_before_rename(root, dataset_id, target, overwrite)
+                _move_into_place(tmp, target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _recheck_before_rename(root: Path, dataset_id: int, target: Path, overwrite: bool) -> None:
+    """What another program (not a conversion: those wait for the lock) created while this one ran is kept."""
+    when = " (it appeared while this conversion ran; nothing was written)"
+    check_id_free(root, dataset_id, target.name, when)
+    if _exists(target) and not overwrite:
+        raise UserError(f"{target} appeared while this conversion ran, so nothing was written. Pass --overwrite "
+                        f"(overwrite=True) to replace it, or choose another --dataset-id / --name.")
 
 
 def _move_into_place(tmp: Path, target: Path) -> None:
-    if not (target.exists() or target.is_symlink()):
+    if not _exists(target):
         tmp.rename(target)
         return
     old = target.parent / _hidden_name(target.name, "old")
@@ -366,8 +390,39 @@ def report(target: Path, num_training: int, num_test: int, splits_note: str) -> 
 
 # ------------------------------------------------------------------------------------------- parallel + progress
 
+# The pid of the process that started this worker (set by _init_worker; None in the main process).
+_parent_pid: int | None = None
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _init_worker(parent_pid: int) -> None:
+    """Pool initializer: the worker dies with the process that started it, even when that one is SIGKILLed.
+
+    Without this, a SIGKILLed parent's workers go on with their batch (up to 16 cases, minutes for large images),
+    writing into the orphaned hidden folder, and only die when they send the result. Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere, and for a
+    parent that died before this ran, the parent pid is checked here and before every case.
+    """
+    global _parent_pid
+    _parent_pid = parent_pid
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl in this libc: the pid checks remain
+    _exit_if_orphaned()
+
+
+def _exit_if_orphaned() -> None:
+    if _parent_pid is not None and os.getppid() != _parent_pid:
+        os._exit(1)  # the parent is gone: nobody will use what this worker writes
+
+
 def _call_indexed(packed):
     func, index, task = packed
+    _exit_if_orphaned()
     return index, func(task)
 
 
@@ -375,7 +430,7 @@ def parallel_map(func: Callable, tasks: Sequence, num_processes: int, desc: str)
     """``[func(t) for t in tasks]`` over a spawn pool of ``num_processes`` workers, with a progress bar.
 
     ``func`` must be a top-level function (spawn pickles it by name). The first failing task stops the pool and
-    its error propagates.
+    its error propagates. Workers die with this process, however it ends (:func:`_init_worker`).
     """
     from tqdm import tqdm
 
@@ -393,7 +448,8 @@ def parallel_map(func: Callable, tasks: Sequence, num_processes: int, desc: str)
             # Batches amortise inter-process traffic for many small cases and still balance large ones.
             chunksize = max(1, min(16, len(tasks) // (workers * 8)))
             with children_ignore_sigint():  # Ctrl-C: one message from this process, no traceback per worker
-                pool = multiprocessing.get_context("spawn").Pool(workers)
+                pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker,
+                                                                 initargs=(os.getpid(),))
             with pool:
                 packed = [(func, i, t) for i, t in enumerate(tasks)]
                 for i, result in pool.imap_unordered(_call_indexed, packed, chunksize=chunksize):
@@ -404,8 +460,40 @@ def parallel_map(func: Callable, tasks: Sequence, num_processes: int, desc: str)
 
 # ------------------------------------------------------------------------------------------------- 2D images
 
+# EXIF Orientation (tag 0x0112): 1 = stored upright; 2-8 = mirror and/or rotate to display; 5-8 swap width/height.
+_ORIENTATION_TAG = 0x0112
+_ORIENTATION_TEXT = {2: "mirrored", 3: "rotated 180°", 4: "flipped", 5: "transposed", 6: "rotated 90° clockwise",
+                     7: "transversed", 8: "rotated 90° counter-clockwise"}
+
+
+def exif_orientation(img) -> int:
+    """The EXIF Orientation of an opened PIL image (1 when absent or unreadable: shown as stored)."""
+    try:
+        value = int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # a damaged EXIF block: viewers ignore it too
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def displayed_size(img) -> tuple[int, int]:
+    """(width, height) as viewers show the image, i.e. after its EXIF orientation."""
+    w, h = img.size
+    return (h, w) if exif_orientation(img) in (5, 6, 7, 8) else (w, h)
+
+
+def upright(img):
+    """The image as viewers show it: its EXIF orientation applied to the pixels (the same rule for images and
+    masks, so a pair drawn on what the annotator saw stays aligned)."""
+    if exif_orientation(img) == 1:
+        return img
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
+
+
 def open_image(path: Path):
-    """Decode an image fully (so truncation shows up here), or raise a UserError naming the file."""
+    """Decode an image fully (so truncation shows up here), upright (:func:`upright`), or raise a UserError naming
+    the file."""
     from PIL import Image
 
     try:
@@ -414,10 +502,38 @@ def open_image(path: Path):
     except Exception as e:  # PIL raises UnidentifiedImageError, OSError (truncated), DecompressionBombError, ...
         raise UserError(f"cannot read {path}: {e}. The file is corrupt or not an image; extract it again from "
                         f"the original download.") from None
-    return img
+    return upright(img)
+
+
+def file_orientation(path: Path) -> int:
+    """EXIF Orientation of an image file (header only)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return exif_orientation(img)
+    except Exception:
+        return 1  # unreadable files are reported by the decoder, with the reason
+
+
+def check_same_orientation(image_path: Path, mask_path: Path) -> None:
+    """Image and mask must carry the same EXIF orientation: if only one is rotated, no rule can tell whether the
+    mask was drawn on the stored pixels or on the rotated view (for a square image both fit)."""
+    oi, om = file_orientation(image_path), file_orientation(mask_path)
+    if oi != om:
+        def text(o):
+            return f"EXIF orientation {o} ({_ORIENTATION_TEXT[o]})" if o != 1 else "no EXIF rotation"
+
+        raise UserError(f"orientation mismatch: {image_path} carries {text(oi)} but its mask {mask_path} carries "
+                        f"{text(om)}. Both are read as viewers show them, so they would not line up. If the mask "
+                        f"was drawn on the stored pixels, remove the tag (`exiftool -Orientation= FILE`, the pixels "
+                        f"stay); if on the rotated view, store the tagged file rotated (PIL.ImageOps.exif_transpose, "
+                        f"then save) so that neither needs a tag.")
 
 
 def check_same_size(image_size, mask_size, image_path: Path, mask_path: Path) -> None:
+    """Same EXIF orientation and the same (displayed) width and height."""
+    check_same_orientation(image_path, mask_path)
     if tuple(image_size) != tuple(mask_size):
         raise UserError(f"size mismatch: image {image_path} is {image_size[0]}x{image_size[1]} but its mask "
                         f"{mask_path} is {mask_size[0]}x{mask_size[1]} (width x height). Replace the mask with "
@@ -547,13 +663,59 @@ def label_values(img, path: Path, allowed: Sequence[int]):
     return sorted(int(v) for v in values)
 
 
+# nnU-Net's verify_dataset_integrity compares spacing, origin and direction with numpy.allclose at its defaults.
+GEOMETRY_TOLERANCE = dict(rtol=1e-5, atol=1e-8)
+_TOLERANCE_TEXT = "numpy.allclose with rtol=1e-5, atol=1e-8, as nnU-Net's verify_dataset_integrity"
+
+
+def _fmt(values) -> str:
+    """One line (messages are one line): nested lists rounded to 6 decimals, no negative zeros."""
+    import numpy as np
+
+    return str((np.round(np.asarray(values, dtype=float), 6) + 0.0).tolist())
+
+
+def geometry(img) -> dict:
+    """Spacing, direction (unit axis vectors, one column per array axis) and origin of a NIfTI image's 3D grid.
+
+    From the affine nibabel reads (the sform when set, else the qform), the one nnU-Net's nibabel readers use; the
+    qform as well when the header sets both, because SimpleITK (nnU-Net's default reader) may take either.
+    """
+    import numpy as np
+
+    out = {"spacing": np.asarray(img.header.get_zooms()[:3], dtype=float)}
+    affines = [("", img.affine)]
+    header = img.header
+    if int(header["qform_code"]) > 0 and int(header["sform_code"]) > 0:
+        affines.append(("qform ", header.get_qform()))
+    for prefix, affine in affines:
+        linear = np.asarray(affine, dtype=float)[:3, :3]
+        norms = np.linalg.norm(linear, axis=0)
+        out[f"{prefix}direction"] = linear / np.where(norms > 0, norms, 1)
+        out[f"{prefix}origin"] = np.asarray(affine, dtype=float)[:3, 3]
+    return out
+
+
 def check_same_geometry(image, label, image_path: Path, label_path: Path) -> None:
+    """Image and label must share the voxel grid: shape, spacing, direction and origin (tolerance: nnU-Net's).
+
+    A label with a flipped axis or a shifted origin but equal shape and spacing would otherwise convert silently
+    and train misaligned: nnU-Net's own check only warns about direction and origin.
+    """
     import numpy as np
 
     if tuple(image.shape[:3]) != tuple(label.shape[:3]):
         raise UserError(f"size mismatch: {image_path} has shape {tuple(image.shape)} but its label {label_path} "
                         f"has shape {tuple(label.shape)}. Replace the label with the matching file.")
-    zi, zl = image.header.get_zooms()[:3], label.header.get_zooms()[:3]
-    if not np.allclose(zi, zl, rtol=1e-3, atol=1e-4):
-        raise UserError(f"spacing mismatch: {image_path} has voxel spacing {tuple(map(float, zi))} but its label "
-                        f"{label_path} has {tuple(map(float, zl))}. Replace the label with the matching file.")
+    gi, gl = geometry(image), geometry(label)
+    for key in ("spacing", "direction", "origin", "qform direction", "qform origin"):
+        if key in gi and key in gl and not np.allclose(gi[key], gl[key], **GEOMETRY_TOLERANCE):
+            what = {"spacing": "voxel spacing (mm)", "direction": "axis directions (columns)",
+                    "origin": "origin (mm)"}[key.replace("qform ", "")]
+            where = " in the qform of its header" if key.startswith("qform") else ""
+            hint = ("the label's axes point elsewhere (a flipped or transposed label)" if "direction" in key
+                    else "the label is shifted against the image" if "origin" in key else "")
+            raise UserError(f"{key.replace('qform ', '')} mismatch{where}: {image_path} has {what} {_fmt(gi[key])} "
+                            f"but its label {label_path} has {_fmt(gl[key])} (compared with {_TOLERANCE_TEXT} "
+                            f"does){': ' + hint if hint else ''}. Trained as it is, the label would not lie on the "
+                            f"image. Replace the label with the file that belongs to this image.")

@@ -33,9 +33,9 @@ from pathlib import Path
 
 from nnunet_lmnet.errors import UserError
 
-from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_same_size, check_source, list_files,
-                     load_binary_mask, locate, pair_files, parallel_map, preview, save_label_png, save_png,
-                     staged_dataset, write_dataset_json)
+from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, check_same_size, check_source, displayed_size,
+                     list_files, load_binary_mask, locate, pair_files, parallel_map, preview, save_label_png, save_png,
+                     staged_dataset, upright, write_dataset_json)
 from .finish import announce, seal
 from .splits import build_aliases, make_splits
 
@@ -90,7 +90,8 @@ def _convert_case(task) -> None:
     cid, image_path, mask_path, images_dir, labels_dir, max_size = task
     try:
         image = Image.open(image_path)  # reads the header only
-        size = image.size
+        size = displayed_size(image)  # after its EXIF orientation, as for the mask (common.upright)
+        stored_size = image.size
     except Exception as e:
         raise UserError(f"cannot read {image_path}: {e}. The file is corrupt or not an image; extract it again "
                         f"from the original download.") from None
@@ -101,11 +102,13 @@ def _convert_case(task) -> None:
     new_size = target_size(size, max_size)
     try:
         if new_size != size and image.format == "JPEG":
-            image.draft("RGB", new_size)  # the decoder reduces by 1/2..1/8 while decoding: little memory
+            # the decoder reduces by 1/2..1/8 while decoding: little memory; it works on the stored orientation
+            image.draft("RGB", new_size if stored_size == size else new_size[::-1])
         image.load()
     except Exception as e:
         raise UserError(f"cannot read {image_path}: {e}. The file is corrupt or truncated; extract it again "
                         f"from the original download.") from None
+    image = upright(image)
     if image.mode != "RGB":
         image = image.convert("RGB")
     if image.size != new_size:

@@ -11,7 +11,7 @@ Source: a clone of ``neheller/kits23`` after ``kits23_download_data``; SOURCE ma
 Output, following nnU-Net's own ``Dataset220_KiTS2023`` conversion:
 
 - ``imagesTr/case_00000_0000.nii.gz`` (channel ``CT``) and ``labelsTr/case_00000.nii.gz``, copied byte for byte
-  after checks (readable, complete gzip stream, equal shape and spacing, labels within 0..3).
+  after checks (readable, complete gzip stream, equal shape, spacing, direction and origin, labels within 0..3).
 - Region-based labels: ``{"background": 0, "kidney": [1, 2, 3], "masses": [2, 3], "tumor": 2}`` with
   ``regions_class_order`` ``[1, 3, 2]`` (kidney, then cyst where masses, then tumour), so nnU-Net trains
   three sigmoid heads (kidney+masses, masses, tumour), as the KiTS23 challenge evaluates.

@@ -31,8 +31,9 @@ from pathlib import Path
 
 from nnunet_lmnet.errors import UserError
 
-from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, binarize, check_link, check_source, locate,
-                     mask_plane, open_image, parallel_map, preview, staged_dataset, write_dataset_json)
+from .common import (CONVERTED_BY, DEFAULTS, DEFAULT_NUM_PROCESSES, binarize, check_link, check_same_orientation,
+                     check_source, locate, mask_plane, open_image, parallel_map, preview, staged_dataset,
+                     write_dataset_json)
 from .finish import announce, seal
 from .splits import build_aliases, make_splits
 
@@ -110,6 +111,7 @@ def _read_slice(image_path: Path, mask_path: Path):
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
         raise UserError(f"{image_path} is not an 8-bit 3-channel (pre-contrast, FLAIR, post-contrast) TIFF "
                         f"(shape {image.shape}, {image.dtype}). Replace it with the original file.")
+    check_same_orientation(image_path, mask_path)
     mask = binarize(mask_plane(_open_tiff(mask_path), mask_path), mask_path, lossy=False)
     if mask.shape != image.shape[:2]:
         raise UserError(f"size mismatch: {image_path} is {image.shape[1]}x{image.shape[0]} but its mask "

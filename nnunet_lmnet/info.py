@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+from .cli_types import positive_int
 from .errors import UserError
 
 ATTENTION_NOTE = ("MACs: conv/linear/matmul via torch FlopCounterMode (global attention QK^T and AV included) + "
@@ -40,6 +41,10 @@ def describe(arch: str, dim: int, in_channels: int, classes: int, patch: list[in
     from nnunet_lmnet.architectures.stage_geometry import total_stride
     from nnunet_lmnet.benchmark.complexity import count_macs
 
+    for flag, values in (("--in-channels", [in_channels]), ("--classes", [classes]), ("--patch", patch)):
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+        if bad:
+            raise UserError(f"{flag} takes positive integers, got {bad[0]!r}")
     if len(patch) != dim:
         raise UserError(f"--patch needs {dim} sizes for --dim {dim}, got {patch}")
     torch.manual_seed(0)
@@ -84,8 +89,8 @@ def add_parser(subparsers) -> None:
                               description=__doc__)
     p.add_argument("--arch", choices=["lmnet", "lgmsnet"], required=True)
     p.add_argument("--dim", type=int, choices=[2, 3], required=True)
-    p.add_argument("--in-channels", type=int, required=True)
-    p.add_argument("--classes", type=int, required=True)
-    p.add_argument("--patch", type=int, nargs="+", required=True)
+    p.add_argument("--in-channels", type=positive_int, required=True)
+    p.add_argument("--classes", type=positive_int, required=True)
+    p.add_argument("--patch", type=positive_int, nargs="+", required=True)
     p.add_argument("--json", action="store_true", help="also print one JSON object as the last line")
     p.set_defaults(func=_info)

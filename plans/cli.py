@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+from nnunet_lmnet.cli_types import dataset_id_or_name
 from nnunet_lmnet.errors import UserError
 
 from .presets import DISPLAY_NAMES, PRESETS
@@ -40,6 +41,9 @@ def derive_plans_file(dataset: str, arch: str, source: str = "nnUNetPlans", targ
         raise UserError(f"plans name {target!r} must not contain '__' (nnU-Net splits result folder names on it)")
     try:
         name = maybe_convert_to_dataset_name(dataset)
+    except ValueError:  # neither an integer nor a name starting with 'Dataset'
+        raise UserError(f"dataset {dataset!r} is neither a dataset id (e.g. 501) nor a dataset name "
+                        f"(e.g. Dataset501_KvasirSEG).") from None
     except RuntimeError as e:
         raise UserError(f"{e} Run nnUNetv2_plan_and_preprocess for it first.") from None
     folder = Path(str(nnUNet_preprocessed)) / name
@@ -104,7 +108,7 @@ def add_parser(subparsers) -> None:
                     "preprocessed data is reused. Patch and batch size stay nnU-Net's unless --gpu-memory-target is "
                     "given.",
     )
-    p.add_argument("-d", required=True, help="dataset id or name")
+    p.add_argument("-d", required=True, type=dataset_id_or_name, help="dataset id or name")
     p.add_argument("--arch", choices=sorted(PRESETS), required=True,
                    help=", ".join(f"{k}: {v}" for k, v in DISPLAY_NAMES.items()))
     p.add_argument("-s", default="nnUNetPlans", help="source plans name (default nnUNetPlans)")

@@ -129,3 +129,43 @@ def test_bad_pairs(btcv):
     image = source / "RawData" / "Testing" / "img" / "img0061.nii.gz"
     image.write_bytes(image.read_bytes()[:-40])  # truncated download
     _fails(source, raw, r"img0061\.nii\.gz is corrupt or truncated")
+
+
+def _save_both_forms(array, sform, qform, path) -> None:
+    """sform and qform both set (code 1), as in many scanner exports; SimpleITK may read either."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(array, sform)
+    img.header.set_sform(sform, code=1)
+    img.header.set_qform(qform, code=1)
+    nib.save(img, str(path))
+
+
+@pytest.mark.parametrize("change", ["flipped axis", "shifted origin", "flipped qform"])
+def test_a_label_off_the_image_grid_is_refused(btcv, change):
+    """Same shape and spacing, but the label's affine flips an axis or moves the origin; nnU-Net only warns."""
+    import nibabel as nib
+
+    source, truth, raw = btcv
+    training = source / "RawData" / "Training"
+    image = nib.load(str(training / "img" / "img0021.nii.gz"))
+    _save_both_forms(np.asanyarray(image.dataobj), BTCV_AFFINE, BTCV_AFFINE, training / "img" / "img0021.nii.gz")
+    affine = BTCV_AFFINE.copy()
+    if change == "shifted origin":
+        affine[:3, 3] += (0.0, 0.0, 3.0)  # one slice
+    else:
+        affine[:3, 1] *= -1
+    _save_both_forms(truth["0021"], BTCV_AFFINE if change == "flipped qform" else affine, affine,
+                     training / "label" / "label0021.nii.gz")
+    what = {"flipped axis": "direction mismatch", "shifted origin": "origin mismatch",
+            "flipped qform": "direction mismatch in the qform of its header"}[change]
+    _fails(source, raw, f"{what}: .*img0021\\.nii\\.gz has .* but its label .*label0021\\.nii\\.gz has "
+                        f".*rtol=1e-5, atol=1e-8")
+
+
+def test_geometry_within_nnunets_tolerance_converts(btcv):
+    source, truth, raw = btcv
+    affine = BTCV_AFFINE.copy()
+    affine[:3, 3] += 1e-4  # float noise far below a voxel: allclose's rtol 1e-5 of an origin near 200 mm
+    save_nifti(truth["0021"], affine, source / "RawData" / "Training" / "label" / "label0021.nii.gz")
+    assert convert_btcv(source, output_root=raw, num_processes=1).is_dir()

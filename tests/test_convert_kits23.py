@@ -99,3 +99,19 @@ def test_bad_cases(kits, tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "imaging.nii.gz").write_bytes(b"")
     _fails(tmp_path / "other", raw, "does not hold the KiTS23 data")
+
+
+@pytest.mark.parametrize("change", ["flipped axis", "shifted origin"])
+def test_a_label_off_the_image_grid_is_refused(kits, change):
+    """Same shape and spacing, but the label's affine flips an axis or moves the origin: it would train misaligned."""
+    source, truth, raw = kits
+    shape, sz, px, _ = KITS_CASES["case_00001"]
+    affine = kits_affine(sz, px)
+    if change == "flipped axis":
+        affine[:3, 2] *= -1
+    else:
+        affine[:3, 3] += (0.0, 0.0, 2.5)
+    save_nifti(truth["case_00001"], affine, source / "dataset" / "case_00001" / "segmentation.nii.gz")
+    what = "direction mismatch" if change == "flipped axis" else "origin mismatch"
+    _fails(source, raw, f"{what}: .*case_00001/imaging\\.nii\\.gz has .* but its label .*case_00001/"
+                        f"segmentation\\.nii\\.gz has .*rtol=1e-5, atol=1e-8, as nnU-Net's verify_dataset_integrity")

@@ -86,3 +86,29 @@ def test_model_card_errors(model, tmp_path, capsys):
     (folder / "plans.json").unlink()
     assert main(["model-card", str(folder)]) == 2
     assert "plans.json not found" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_trainer_is_named_as_the_one_nnunet_uses(tmp_path, monkeypatch):
+    """The folder says nnUNetTrainer, the checkpoint another trainer: nnU-Net's predictor builds the checkpoint's."""
+    import torch
+
+    roots = setup_env(monkeypatch, tmp_path)
+    folder = roots["nnUNet_results"] / DATASET / "nnUNetTrainer__nnUNetPlans__2d"
+    write_real_model(folder, folds=(0,), trainer="nnUNetTrainerNoMirroring")
+    assert main(["model-card", str(folder)]) == 0
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert ("| Trainer | `nnUNetTrainerNoMirroring` (from `fold_0/checkpoint_final.pth`: nnU-Net's predictor builds "
+            "the network with this class); the folder is named for `nnUNetTrainer` |") in card
+    assert ("**Trainer mismatch.** The folder is named for `nnUNetTrainer`, but its checkpoint was written by "
+            "`nnUNetTrainerNoMirroring`.") in card
+    assert "takes the trainer class from the checkpoint's `trainer_name`" in card
+    assert "Configuration in checkpoint" not in card
+
+    ckpt_path = folder / "fold_0" / "checkpoint_final.pth"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt["trainer_name"], ckpt["init_args"]["configuration"] = "nnUNetTrainer", "2d_other"
+    torch.save(ckpt, ckpt_path)
+    assert main(["model-card", str(folder), "--overwrite"]) == 0
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "| Trainer | `nnUNetTrainer` |" in card and "mismatch" not in card
+    assert "| Configuration in checkpoint | `2d_other`: nnU-Net's predictor uses it, not the folder's `2d` |" in card

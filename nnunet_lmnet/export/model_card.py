@@ -113,6 +113,7 @@ def build_model_card(model_dir: Path, with_flops: bool = False, folds=DEFAULT_FO
 
     found = first_checkpoint(model_dir, run.finished + [k for k in run.requested_folds if k not in run.finished])
     ckpt_rows, debug_rows, params_text, flops_text = [], [], "n/a (no checkpoint_final.pth)", "not computed"
+    trainer_text, trainer_note = f"`{trainer}`", []
     if found is not None:
         fold, ckpt_path = found
         ckpt = load_checkpoint(ckpt_path)
@@ -120,8 +121,20 @@ def build_model_card(model_dir: Path, with_flops: bool = False, folds=DEFAULT_FO
         short = f"{fmt_count(params)}; " if params >= 1000 else ""
         params_text = f"{params:,} ({short}`fold_{fold}/checkpoint_final.pth`, BatchNorm running statistics " \
                       f"excluded)"
-        if ckpt.get("trainer_name") and ckpt["trainer_name"] != trainer:
-            ckpt_rows.append(["Trainer in checkpoint", f"`{ckpt['trainer_name']}` (differs from the folder name)"])
+        ckpt_trainer = ckpt.get("trainer_name")
+        if ckpt_trainer and ckpt_trainer != trainer:
+            trainer_text = (f"`{ckpt_trainer}` (from `fold_{fold}/checkpoint_final.pth`: nnU-Net's predictor builds "
+                            f"the network with this class); the folder is named for `{trainer}`")
+            trainer_note = [
+                f"**Trainer mismatch.** The folder is named for `{trainer}`, but its checkpoint was written by "
+                f"`{ckpt_trainer}`. `nnUNetv2_predict -tr {trainer}` finds the folder by its name, then nnU-Net's "
+                f"predictor (`nnUNetPredictor.initialize_from_trained_model_folder`) takes the trainer class from the "
+                f"checkpoint's `trainer_name` and builds the network with `{ckpt_trainer}`; the parameter count and "
+                f"FLOPs on this card are those of that network.", ""]
+        ckpt_config = (ckpt.get("init_args") or {}).get("configuration")
+        if ckpt_config and ckpt_config != configuration:
+            ckpt_rows.append(["Configuration in checkpoint", f"`{ckpt_config}`: nnU-Net's predictor uses it, not the "
+                                                            f"folder's `{configuration}`"])
         if "current_epoch" in ckpt:
             ckpt_rows.append(["Epochs trained (checkpoint)", str(ckpt["current_epoch"])])
         axes = ckpt.get("inference_allowed_mirroring_axes")
@@ -146,14 +159,14 @@ def build_model_card(model_dir: Path, with_flops: bool = False, folds=DEFAULT_FO
     lines = [f"# Model card: `{trainer}` on {dataset_name} ({configuration})", "",
              f"Written by nnunet-lmnet {_version('nnunet-lmnet')} on {now} from `{model_dir}`.", "",
              "## Model", ""]
-    model_rows = [["Trainer", f"`{trainer}`"], ["Plans", f"`{plans_name}`"], ["Configuration", f"`{configuration}`"],
+    model_rows = [["Trainer", trainer_text], ["Plans", f"`{plans_name}`"], ["Configuration", f"`{configuration}`"],
                   ["Network class", f"`{cm.network_arch_class_name}`"], ["Parameters", params_text],
                   ["MACs / FLOPs", flops_text], ["Patch size", _dims(cm.patch_size)],
                   ["Batch size", str(cm.batch_size)], ["Target spacing", _dims(cm.spacing)],
                   ["Strides per stage", json.dumps(strides) if strides is not None else "n/a"],
                   ["Normalisation", ", ".join(cm.normalization_schemes)],
                   ["Image reader/writer", f"`{plans.get('image_reader_writer', 'n/a')}`"]] + ckpt_rows
-    lines += [md_table(["Field", "Value"], model_rows, align_right_from=2), ""]
+    lines += [md_table(["Field", "Value"], model_rows, align_right_from=2), ""] + trainer_note
     if with_flops:
         lines += [f"{FLOPS_NOTE}", ""]
     lines += ["Architecture arguments (`arch_kwargs` of the plans):", "", "```json",
