@@ -30,8 +30,19 @@ def setup_env(monkeypatch, tmp_path: Path) -> dict[str, Path]:
 
 
 def write_summary(path: Path, cases: dict[str, dict[int, float]], file_ending: str = ".nii.gz",
-                  pred_folder: str = "/elsewhere/validation", ref_folder: str = "/elsewhere/gt") -> dict:
-    """summary.json in nnU-Net's layout for per-case Dice values {case: {label: dice or nan}}."""
+                  pred_folder: str = "/elsewhere/validation", ref_folder: str = "/elsewhere/gt",
+                  counts: dict[str, dict[int, tuple[int, int, int, int]]] | None = None) -> dict:
+    """summary.json in nnU-Net's layout for per-case Dice values {case: {label: dice or nan}}.
+
+    Without ``counts`` every case gets TP=5, FP=1, FN=1, TN=100 (not consistent with the Dice given). With
+    ``counts`` = {case: {label: (TP, FP, FN, TN)}}, Dice and IoU are derived from the counts as nnU-Net does and
+    ``cases`` may be empty.
+    """
+    if counts is not None:
+        cases = {}
+        for case, d in counts.items():
+            cases[case] = {lab: (2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan"))
+                           for lab, (tp, fp, fn, tn) in d.items()}
     labels = sorted({lab for d in cases.values() for lab in d})
     per_case = []
     for case, d in cases.items():
@@ -39,8 +50,9 @@ def write_summary(path: Path, cases: dict[str, dict[int, float]], file_ending: s
         for lab in labels:
             dice = d[lab]
             iou = dice / (2 - dice) if np.isfinite(dice) else float("nan")
-            metrics[str(lab)] = {"Dice": dice, "IoU": iou, "FP": 1, "TP": 5, "FN": 1, "TN": 100,
-                                 "n_pred": 6, "n_ref": 6}
+            tp, fp, fn, tn = counts[case][lab] if counts is not None else (5, 1, 1, 100)
+            metrics[str(lab)] = {"Dice": dice, "IoU": iou, "FP": fp, "TP": tp, "FN": fn, "TN": tn,
+                                 "n_pred": tp + fp, "n_ref": tp + fn}
         per_case.append({"prediction_file": f"{pred_folder}/{case}{file_ending}",
                          "reference_file": f"{ref_folder}/{case}{file_ending}", "metrics": metrics})
     mean = {str(lab): {m: float(np.nanmean([pc["metrics"][str(lab)][m] for pc in per_case]))

@@ -1,13 +1,18 @@
 """`nnunet-lmnet compare`: cross-validation comparison of several trainers on one dataset and configuration.
 
 Reads ``<nnUNet_results>/<Dataset>/<trainer>__<plans>__<configuration>/fold_<k>/validation/summary.json`` of every
-requested fold and writes, into the output folder:
+requested fold. Trainers are compared on what they share: the folds every trainer finished and, within them, the
+validation cases every trainer has (what is left out is listed; nothing shared is an error). Writes, into the
+output folder:
 
-* ``comparison.md``   - the report (also printed): folds, model size, Dice/IoU (and HD95/NSD with --boundary)
-  mean ± std over folds, paired per-case tests against the first trainer, and the notes that define all of it;
+* ``comparison.md``   - the report (also printed): folds, model size, what was left out, a plain verdict on mean
+  Dice, Dice/IoU/Precision/Recall/Accuracy/RAD (and HD95/NSD with --boundary) mean ± std over folds, paired per-case
+  tests against the first trainer (Holm-corrected, bootstrap CI, run-to-run spread flag), and the notes that
+  define all of it;
 * ``comparison.csv``  - one row per trainer x metric x class: n_folds, mean, std, the per-fold values, parameters,
-  MACs, FLOPs and missing folds;
-* ``paired_tests.csv`` - one row per trainer x metric x class: n, excluded pairs, median/mean difference, W, p;
+  MACs, FLOPs, missing folds and folds left out;
+* ``paired_tests.csv`` - one row per trainer x metric x class: n, excluded pairs, median/mean difference, bootstrap
+  CI, W, p, Holm-adjusted p, run-to-run spread flag;
 * ``per_case.csv``    - one row per trainer x fold x case x class (class ``mean`` = mean over foreground classes);
 * ``dice_per_case.png`` - box + strip plot of per-case Dice per trainer.
 """
@@ -19,12 +24,11 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..nnunet_paths import DEFAULT_FOLDS, class_names, model_folder, require_env_folder, resolve_dataset_name, sort_class_keys
-from ..report_output import atomic_path, atomic_write_text, fmt_count, fmt_mean_std, fmt_num, fmt_p, md_table, refuse_existing
+from ..report_output import atomic_path, atomic_write_text, fmt_count, md_table, refuse_existing
+from .aggregate import BOUNDARY_METRICS, OVERLAP_METRICS
 
 OUTPUT_FILES = ("comparison.md", "comparison.csv", "paired_tests.csv", "per_case.csv", "dice_per_case.png")
-OVERLAP_METRICS = ("Dice", "IoU")
-BOUNDARY_METRICS = ("HD95", "NSD")
-LOWER_IS_BETTER = {"HD95"}
+REPORT_METRICS = OVERLAP_METRICS + BOUNDARY_METRICS
 
 
 @dataclass
@@ -52,6 +56,7 @@ class CompareResult:
     paired: object
     per_case: object
     model_info: dict
+    selection: object = None  # shared_cases.SharedSelection
 
 
 def default_out_dir(results: Path, dataset_name: str, configuration: str, plans: str) -> Path:
@@ -129,103 +134,50 @@ def boundary_jobs(run, case_rows: list[dict], gt_folder: Path | None, tolerance:
     return [tuple(j + [reader, class_keys, tolerance, ignore]) for j in jobs]
 
 
-# ------------------------------------------------------------------------------------------------ tables
-def _add_case_means(case_df, metrics):
-    """Class 'mean' rows per (trainer, fold, case): mean over foreground classes, NaN classes skipped."""
+# ------------------------------------------------------------------------------------------------ shared cases
+def shared_case_rows(runs) -> tuple[dict[str, list[dict]], object]:
+    """Per trainer, the case rows restricted to the folds and cases every trainer has; and the selection."""
+    from .shared_cases import shared_selection
+
+    case_rows = {r.trainer: r.case_rows() for r in runs}
+    for r in runs:
+        if not case_rows[r.trainer]:
+            files = ", ".join(str(r.summary_file(k)) for k in r.finished)
+            raise UserError(f"the summary.json files of {r.trainer} list no cases (metric_per_case is empty): "
+                            f"{files}. Re-run the validation (nnUNetv2_train ... --val) to rewrite them.")
+    sel = shared_selection({r.trainer: r.finished for r in runs},
+                           {t: {(row["fold"], row["case"]) for row in rows} for t, rows in case_rows.items()})
+    shared = {t: [row for row in rows if (row["fold"], row["case"]) in sel.cases] for t, rows in case_rows.items()}
+    return shared, sel
+
+
+def case_table(rows: list[dict]):
+    """Per-case DataFrame with the count metrics (Precision, Recall, Accuracy, RAD) added."""
     import pandas as pd
 
-    cols = [m for m in metrics if m in case_df.columns]
-    g = case_df[case_df["class"] != "mean"].groupby(["trainer", "fold", "case"], sort=False)[cols]
-    means = g.mean().reset_index()  # pandas' mean skips NaN: a case's classes that are empty in ref and pred
-    means["class"] = "mean"
-    return pd.concat([case_df, means], ignore_index=True)
+    from .overlap_metrics import add_count_metrics
+
+    return add_count_metrics(pd.DataFrame(rows))
 
 
-def _fold_boundary_means(case_df):
-    """Per trainer x fold x class: mean over cases (NaN skipped); class 'mean' = mean over the class means."""
-    import pandas as pd
-
-    sub = case_df[case_df["class"] != "mean"]
-    per_class = sub.groupby(["trainer", "fold", "class"], sort=False)[list(BOUNDARY_METRICS)].mean().reset_index()
-    overall = per_class.groupby(["trainer", "fold"], sort=False)[list(BOUNDARY_METRICS)].mean().reset_index()
-    overall["class"] = "mean"
-    return pd.concat([per_class, overall], ignore_index=True)
+def boundary_counts_of(case_df) -> dict:
+    counts = {}
+    for (t, c), s in case_df.groupby(["trainer", "class"], sort=False)["boundary_status"]:
+        v = s.value_counts().to_dict()
+        if any(v.get(k, 0) for k in ("both_empty", "pred_empty", "ref_empty")):
+            counts[(t, c)] = v
+    return counts
 
 
-def summarize(fold_df, runs, metrics, model_info) -> "object":
-    import pandas as pd
-
-    from .stats import mean_std
-
-    rows = []
-    all_folds = sorted({k for r in runs for k in r.requested_folds})
-    for run in runs:
-        sub = fold_df[fold_df["trainer"] == run.trainer]
-        for metric in metrics:
-            if metric not in sub.columns:
-                continue
-            for cls in list(sort_class_keys(c for c in sub["class"].unique() if c != "mean")) + ["mean"]:
-                s = sub[sub["class"] == cls]
-                by_fold = {int(f): float(v) for f, v in zip(s["fold"], s[metric])}
-                mean, std, n = mean_std(by_fold.values())
-                row = {"trainer": run.trainer, "metric": metric, "class": cls, "n_folds": n, "mean": mean,
-                       "std": std}
-                for k in all_folds:
-                    row[f"fold_{k}"] = by_fold.get(k, math.nan)
-                info = model_info[run.trainer]
-                row.update(params=info["params"], macs=info["macs"], flops=info["flops"],
-                           missing_folds=" ".join(str(k) for k in run.missing))
-                rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def paired_table(case_df, trainers: list[str], metrics) -> tuple["object", dict]:
-    """Wilcoxon signed-rank tests of every trainer against trainers[0], paired by case id."""
-    import pandas as pd
-
-    from .stats import paired_wilcoxon
-
-    cols = [m for m in metrics if m in case_df.columns]
-    per_case = case_df.groupby(["trainer", "case", "class"], sort=False)[cols].mean().reset_index()
-    folds_per_case = case_df.groupby(["trainer", "case"])["fold"].nunique()
-    duplicates = {t: int((n > 1).sum()) for t, n in folds_per_case.groupby(level="trainer")}
-    ref_name = trainers[0]
-    ref = per_case[per_case["trainer"] == ref_name].set_index(["case", "class"])
-    rows = []
-    for t in trainers[1:]:
-        other = per_case[per_case["trainer"] == t].set_index(["case", "class"])
-        common = other.index.intersection(ref.index)
-        for metric in cols:
-            classes = ["mean"] + sort_class_keys(c for c in per_case["class"].unique() if c != "mean")
-            for cls in classes:
-                idx = [i for i in common if i[1] == cls]
-                if not idx:
-                    continue
-                res = paired_wilcoxon(other.loc[idx, metric].to_numpy(float), ref.loc[idx, metric].to_numpy(float))
-                res.update({"trainer": t, "reference": ref_name, "metric": metric, "class": cls,
-                            "n_cases_common": len(idx)})
-                rows.append(res)
-    cols_out = ["trainer", "reference", "metric", "class", "n_cases_common", "n", "n_excluded", "median_diff",
-                "mean_diff", "statistic", "p_value", "note"]
-    return pd.DataFrame(rows, columns=cols_out), duplicates
+def with_class_names(df, names: dict[str, str], after: str = "class"):
+    out = df.copy()
+    out.insert(list(out.columns).index(after) + 1, "class_name",
+               out["class"].map(lambda k: names.get(k, "" if k != "mean" else "mean")))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ markdown
-def _class_header(key: str, names: dict[str, str]) -> str:
-    if key == "mean":
-        return "mean"
-    name = names.get(key)
-    return f"{name} ({key})" if name else key
-
-
-def build_markdown(opts, dataset_name, runs, summary, paired, model_info, names, boundary_counts, duplicates,
-                   png_name: str | None) -> str:
-    trainers = [r.trainer for r in runs]
-    lines = [f"# Cross-validation comparison: {dataset_name}, {opts.configuration}", "",
-             f"Plans: `{opts.plans}` · folds requested: {', '.join(map(str, opts.folds))} · "
-             f"reference trainer (first `-tr`): `{trainers[0]}`", ""]
-
-    lines += ["## Folds and model size", ""]
+def _folds_section(opts, runs, sel, model_info) -> list[str]:
     head = ["Trainer", "Finished folds", "Missing folds", "Parameters"]
     if opts.flops:
         head += ["MACs", "FLOPs", "Input"]
@@ -238,58 +190,55 @@ def build_markdown(opts, dataset_name, runs, summary, paired, model_info, names,
             row += [fmt_count(info["macs"]), fmt_count(info["flops"]),
                     "×".join(map(str, info["input_shape"][1:])) if info["input_shape"] else "n/a"]
         rows.append(row)
-    lines += [md_table(head, rows), ""]
+    lines = ["## Folds and model size", "", md_table(head, rows), ""]
+    return lines + _shared_sentence(sel, "validation cases")
 
-    metric_titles = {"Dice": "Dice", "IoU": "IoU", "HD95": "HD95 [mm] (lower is better)",
-                     "NSD": f"NSD at {opts.nsd_tolerance:g} mm"}
-    for metric in [m for m in ("Dice", "IoU", "HD95", "NSD") if m in set(summary["metric"])]:
-        sub = summary[summary["metric"] == metric]
-        classes = [c for c in sort_class_keys(c for c in sub["class"].unique() if c != "mean")] + ["mean"]
-        lines += [f"## {metric_titles[metric]} — mean ± std over folds", ""]
-        rows = []
-        for t in trainers:
-            cells = [f"`{t}`"]
-            for c in classes:
-                s = sub[(sub["trainer"] == t) & (sub["class"] == c)]
-                cells.append(fmt_mean_std(s["mean"].iloc[0], s["std"].iloc[0], 2 if metric == "HD95" else 4)
-                             if len(s) else "–")
-            rows.append(cells)
-        lines += [md_table(["Trainer"] + [_class_header(c, names) for c in classes], rows), ""]
 
-    if len(trainers) > 1:
-        lines += [f"## Paired per-case comparison with `{trainers[0]}` (Wilcoxon signed-rank, two-sided)", ""]
-        rows = []
-        for _, p in paired.iterrows():
-            digits = 2 if p["metric"] == "HD95" else 4
-            rows.append([f"`{p['trainer']}`", p["metric"], _class_header(p["class"], names), str(p["n"]),
-                         str(p["n_excluded"]), fmt_num(p["median_diff"], digits), fmt_num(p["mean_diff"], digits),
-                         fmt_num(p["statistic"], 1), fmt_p(p["p_value"]) + (f" ({p['note']})" if p["note"] else "")])
-        lines += [md_table(["Trainer", "Metric", "Class", "n pairs", "excluded (NaN)", "median Δ", "mean Δ", "W",
-                            "p"], rows, align_right_from=3), ""]
+def _shared_sentence(sel, what: str) -> list[str]:
+    from .shared_cases import describe_left_out
 
+    n = len(sel.cases)
+    folds = ", ".join(map(str, sel.folds))
+    if not sel.anything_left_out:
+        return [f"Every trainer is compared on the same folds ({folds}) and the same {n} {what}; nothing was left "
+                f"out.", ""]
+    return [f"**Compared on what every trainer has: fold(s) {folds}, {n} {what}.** Left out:", ""] + \
+        describe_left_out(sel) + [""]
+
+
+def build_markdown(opts, dataset_name, runs, sel, summary, paired, model_info, names, empty, boundary_counts,
+                   duplicates, png_name: str | None) -> str:
+    from . import report_sections as rs
+
+    trainers = [r.trainer for r in runs]
+    lines = [f"# Cross-validation comparison: {dataset_name}, {opts.configuration}", "",
+             f"Plans: `{opts.plans}` · folds requested: {', '.join(map(str, opts.folds))} · "
+             f"reference trainer (first `-tr`): `{trainers[0]}`", ""]
+    lines += _folds_section(opts, runs, sel, model_info)
+    lines += rs.verdict_section(paired, trainers, "validation cases")
+    lines += rs.metric_tables(summary, trainers, REPORT_METRICS, names, "folds", opts.nsd_tolerance)
+    lines += rs.paired_section(paired, trainers, names, "validation cases")
+    lines += rs.empty_cases_section(empty, names)
     if boundary_counts:
         lines += ["## Boundary metrics: cases with an empty class", ""]
-        rows = [[f"`{t}`", _class_header(c, names), str(v.get("both_empty", 0)), str(v.get("pred_empty", 0)),
+        rows = [[f"`{t}`", rs.class_header(c, names), str(v.get("both_empty", 0)), str(v.get("pred_empty", 0)),
                  str(v.get("ref_empty", 0))] for (t, c), v in boundary_counts.items()]
         lines += [md_table(["Trainer", "Class", "both empty (excluded)", "prediction empty", "reference empty"],
                            rows, align_right_from=2), ""]
-
     if png_name:
         lines += [f"![Per-case Dice per trainer]({png_name})", ""]
 
     lines += ["## Notes", "",
-              "- Dice and IoU per fold are nnU-Net's own numbers from `fold_<k>/validation/summary.json` (mean over "
-              "the fold's validation cases, cases with an empty reference *and* prediction skipped); `mean` is "
-              "nnU-Net's `foreground_mean`. mean ± std are taken over the finished folds; std is the sample "
-              "standard deviation (ddof = 1) and is omitted when only one fold is finished.",
-              f"- Paired tests: cases are matched by case id over all finished folds of both trainers; Δ = trainer "
-              f"− `{trainers[0]}` (positive Δ is better for Dice, IoU and NSD, negative Δ is better for HD95). "
-              "A case's `mean` is the mean over its foreground classes, skipping classes that are NaN. Pairs with "
-              "NaN in either trainer (empty reference and prediction; for HD95 also one-sided empty) are excluded "
-              "and counted in 'excluded (NaN)'. Zero differences are dropped by the test (scipy's "
-              "`zero_method='wilcox'`); W = min(W+, W−). p-values are not corrected for multiple comparisons.",
-              "- Parameters are counted from `checkpoint_final.pth` (`network_weights`), BatchNorm running "
-              "statistics excluded."]
+              "- Per fold, every overlap metric is aggregated as nnU-Net aggregates `summary.json`: per class the "
+              "mean over the fold's compared validation cases skipping NaN, `mean` = the mean over the class means "
+              "(identical to nnU-Net's `mean` / `foreground_mean` when no case was left out). mean ± std are taken "
+              "over the compared folds; std is the sample standard deviation (ddof = 1) and is omitted when only one "
+              "fold is compared.",
+              "- Folds and cases: only the folds every trainer finished are compared, and within them only the "
+              "validation cases every trainer has; anything else is listed above as left out."]
+    lines += rs.metric_notes() + rs.paired_notes(trainers[0])
+    lines.append("- Parameters are counted from `checkpoint_final.pth` (`network_weights`), BatchNorm running "
+                 "statistics excluded.")
     if opts.flops:
         from ..benchmark.complexity import FLOPS_NOTE
 
@@ -313,6 +262,9 @@ def build_markdown(opts, dataset_name, runs, summary, paired, model_info, names,
 def run_compare(opts: CompareOptions) -> CompareResult:
     import pandas as pd
 
+    from .aggregate import add_case_means, fold_means, summarize_folds
+    from .overlap_metrics import empty_counts
+    from .paired_tests import paired_table
     from .results import load_run
 
     if not opts.trainers:
@@ -334,11 +286,8 @@ def run_compare(opts: CompareOptions) -> CompareResult:
     dataset_json = next((r.dataset_json for r in runs if r.dataset_json), {})
     names = class_names(dataset_json)
 
-    fold_df = pd.DataFrame([row for r in runs for row in r.fold_rows()])
-    case_rows = {r.trainer: r.case_rows() for r in runs}
-    case_df = pd.DataFrame([row for r in runs for row in case_rows[r.trainer]])
-    if case_df.empty:
-        raise UserError("the summary.json files list no cases (metric_per_case is empty); nothing to compare.")
+    case_rows, sel = shared_case_rows(runs)
+    case_df = case_table([row for r in runs for row in case_rows[r.trainer]])
 
     metrics = list(OVERLAP_METRICS)
     boundary_counts = {}
@@ -349,29 +298,29 @@ def run_compare(opts: CompareOptions) -> CompareResult:
         jobs = [j for r in runs for j in boundary_jobs(r, case_rows[r.trainer], gt, opts.nsd_tolerance)]
         bdf = pd.DataFrame(run_jobs(jobs, opts.num_processes))  # one process pool for all trainers
         case_df = case_df.merge(bdf, on=["trainer", "fold", "case", "class"], how="left")
-        fold_df = fold_df.merge(_fold_boundary_means(case_df), on=["trainer", "fold", "class"], how="left")
         metrics += list(BOUNDARY_METRICS)
-        for (t, c), s in case_df.groupby(["trainer", "class"], sort=False)["boundary_status"]:
-            counts = s.value_counts().to_dict()
-            if any(counts.get(k, 0) for k in ("both_empty", "pred_empty", "ref_empty")):
-                boundary_counts[(t, c)] = counts
-    case_df = _add_case_means(case_df, metrics)
+        boundary_counts = boundary_counts_of(case_df)
+    empty = empty_counts(case_df, ["trainer", "class"])
+    case_df = add_case_means(case_df, metrics)
 
     model_info = {r.trainer: model_size(r, opts.flops) for r in runs}
-    summary = summarize(fold_df, runs, metrics, model_info)
+    summary = summarize_folds(fold_means(case_df, metrics), opts.trainers, metrics, sel.folds)
+    for col in ("params", "macs", "flops"):
+        summary[col] = summary["trainer"].map(lambda t: model_info[t][col])
+    by_run = {r.trainer: r for r in runs}
+    summary["missing_folds"] = summary["trainer"].map(lambda t: " ".join(map(str, by_run[t].missing)))
+    summary["left_out_folds"] = summary["trainer"].map(lambda t: " ".join(map(str, sel.left_out_folds[t])))
+    summary["left_out_cases"] = summary["trainer"].map(lambda t: len(sel.left_out_cases[t]))
     paired, duplicates = paired_table(case_df, opts.trainers, metrics)
 
     png = "dice_per_case.png" if opts.plot else None
-    markdown = build_markdown(opts, dataset_name, runs, summary, paired, model_info, names, boundary_counts,
-                              duplicates, png)
+    markdown = build_markdown(opts, dataset_name, runs, sel, summary, paired, model_info, names, empty,
+                              boundary_counts, duplicates, png)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_case_out = case_df.drop(columns=["prediction_file", "reference_file"], errors="ignore")
-    per_case_out.insert(list(per_case_out.columns).index("class") + 1, "class_name",
-                        per_case_out["class"].map(lambda k: names.get(k, "" if k != "mean" else "mean")))
-    summary_out = summary.copy()
-    summary_out.insert(3, "class_name", summary_out["class"].map(lambda k: names.get(k, "" if k != "mean"
-                                                                                    else "mean")))
+    per_case_out = with_class_names(case_df.drop(columns=["prediction_file", "reference_file"], errors="ignore"),
+                                    names)
+    summary_out = with_class_names(summary, names)
     summary_out.insert(1, "plans", opts.plans)
     summary_out.insert(2, "configuration", opts.configuration)
     for name, df in (("comparison.csv", summary_out), ("paired_tests.csv", paired), ("per_case.csv", per_case_out)):
@@ -381,11 +330,10 @@ def run_compare(opts: CompareOptions) -> CompareResult:
         from .plotting import plot_dice_per_case
 
         class_keys = sort_class_keys(c for c in case_df["class"].unique() if c != "mean")
-        n_folds = sorted({k for r in runs for k in r.finished})
         title = (f"{dataset_name} · {opts.configuration} · per-case validation Dice "
-                 f"(folds {', '.join(map(str, n_folds))})")
+                 f"(folds {', '.join(map(str, sel.folds))})")
         plot_dice_per_case(case_df, opts.trainers, class_keys, {k: names.get(k, k) for k in class_keys}, title,
                            out_dir / "dice_per_case.png")
     atomic_write_text(out_dir / "comparison.md", markdown)
     return CompareResult(out_dir=out_dir, markdown=markdown, summary=summary, paired=paired, per_case=case_df,
-                         model_info=model_info)
+                         model_info=model_info, selection=sel)

@@ -12,6 +12,8 @@ from pathlib import Path
 from ..errors import UserError
 from ..nnunet_paths import case_id_from_file, load_json_file
 
+CASE_FIELDS = ("Dice", "IoU", "TP", "FP", "FN", "TN", "n_ref", "n_pred")  # per case and class in summary.json
+
 
 @dataclass
 class ModelRun:
@@ -47,21 +49,27 @@ class ModelRun:
         return rows
 
     def case_rows(self) -> list[dict]:
-        """Per case and class: Dice, IoU, n_ref, n_pred, and the prediction/reference paths from summary.json."""
-        from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
-
+        """Per case and class: Dice, IoU, TP, FP, FN, TN, n_ref, n_pred and the prediction/reference paths."""
         rows = []
         for k in self.finished:
-            for entry in self.summaries[k].get("metric_per_case", []):
-                case = case_id_from_file(entry.get("prediction_file", ""), self.file_ending)
-                for key, m in entry.get("metrics", {}).items():
-                    rows.append({"trainer": self.trainer, "fold": k, "case": case,
-                                 "class": label_or_region_to_key(key),
-                                 "Dice": _num(m.get("Dice")), "IoU": _num(m.get("IoU")),
-                                 "n_ref": _num(m.get("n_ref")), "n_pred": _num(m.get("n_pred")),
-                                 "prediction_file": entry.get("prediction_file", ""),
-                                 "reference_file": entry.get("reference_file", "")})
+            rows += summary_case_rows(self.summaries[k], self.trainer, k, self.file_ending)
         return rows
+
+
+def summary_case_rows(summary: dict, trainer: str, fold, file_ending: str | None) -> list[dict]:
+    """The per-case rows of one nnU-Net summary.json (as loaded by ``load_summary_json``)."""
+    from nnunetv2.evaluation.evaluate_predictions import label_or_region_to_key
+
+    rows = []
+    for entry in summary.get("metric_per_case", []):
+        case = case_id_from_file(entry.get("prediction_file", ""), file_ending)
+        for key, m in entry.get("metrics", {}).items():
+            row = {"trainer": trainer, "fold": fold, "case": case, "class": label_or_region_to_key(key)}
+            row.update({name: _num(m.get(name)) for name in CASE_FIELDS})
+            row.update(prediction_file=entry.get("prediction_file", ""),
+                       reference_file=entry.get("reference_file", ""))
+            rows.append(row)
+    return rows
 
 
 def _num(x) -> float:
