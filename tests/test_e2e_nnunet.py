@@ -1,8 +1,9 @@
 """End to end through the real nnUNetv2_* commands on tiny generated datasets (CPU, 2-iteration trainers).
 
-2D: the demo pipeline (plan/preprocess, train with -tr, predict, evaluate) for both networks, then --val,
-find_best_configuration and the plans route on the same dataset. 3D: anisotropic 3d_fullres for both networks,
-and derive-plans --gpu-memory-target from that dataset's real fingerprint.
+2D: the demo pipeline (plan/preprocess, train with -tr, predict, evaluate) with LM-Net. 3D: anisotropic 3d_fullres
+for both networks, and derive-plans --gpu-memory-target from that dataset's real fingerprint. The rest of nnU-Net's
+lifecycle (LGMSNet on the 2D demo dataset, --val, --c, the cascade, find_best_configuration, ensembling,
+postprocessing, the plans route, DDP) is in test_lifecycle.py.
 """
 import json
 from pathlib import Path
@@ -11,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from nnunet_env import E2E_TRAINERS, nnunet_test_env
-from nnunet_lmnet.demo import run_demo
+from nnunet_env import E2E_TRAINERS
 from nnunet_lmnet.nnunet_commands import run
 
 pytestmark = pytest.mark.e2e
@@ -53,54 +53,6 @@ def test_demo_pipeline_lmnet(demo_2d, capsys):
     strides = json.loads((model / "plans.json").read_text())["configurations"]["2d"]["architecture"]["arch_kwargs"][
         "strides"]
     assert len(strides) == 5
-
-
-def test_validation_rerun_and_find_best_configuration(demo_2d):
-    root, env, _ = demo_2d
-    trainer = TRAINERS["lmnet"]
-    run("nnUNetv2_train", "980", "2d", "0", "-tr", trainer, "--val", "-device", "cpu",
-        env={**env, "nnUNet_n_proc_DA": "0"}, quiet=True)
-    run("nnUNetv2_find_best_configuration", "980", "-c", "2d", "-tr", trainer, "-f", "0", "-np", "1", env=env,
-        quiet=True)
-    results = next(Path(env["nnUNet_results"]).glob("Dataset980_*"))
-    info = json.loads((results / "inference_information.json").read_text())
-    assert info["best_model_or_ensemble"]["selected_model_or_models"][0]["trainer"] == trainer
-
-
-def test_plans_route_trains_the_same_network_with_the_stock_trainer(demo_2d):
-    root, env, _ = demo_2d
-    from nnunet_lmnet.cli import main
-
-    import os
-
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        assert main(["derive-plans", "-d", "980", "--arch", "lmnet"]) == 0
-        assert main(["derive-plans", "-d", "980", "--arch", "lmnet"]) == 2  # exists, no --overwrite
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    run("nnUNetv2_train", "980", "2d", "0", "-tr", "nnUNetTrainer_test", "-p", "nnUNetPlans_LMNet", "-device", "cpu",
-        env={**env, "nnUNet_n_proc_DA": "0"}, quiet=True)
-    stock = _model_folder(env, "Dataset980_*", "nnUNetTrainer_test", "2d", plans="nnUNetPlans_LMNet")
-    ours = _model_folder(env, "Dataset980_*", TRAINERS["lmnet"], "2d")
-    a = _check_model(stock, "lmnet", "nnUNetTrainer_test", "2d")["network_weights"]
-    b = torch.load(ours / "fold_0" / "checkpoint_final.pth", map_location="cpu", weights_only=False)[
-        "network_weights"]
-    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
-
-
-def test_demo_pipeline_lgmsnet(tmp_path):
-    env = nnunet_test_env(tmp_path)
-    summary = run_demo(tmp_path, arch="lgmsnet", trainer=TRAINERS["lgmsnet"], num_train=10, num_test=2,
-                       overwrite=True, extra_env=env)
-    assert sorted(p.name for p in (tmp_path / "predictions").glob("*.png")) == ["synth_010.png", "synth_011.png"]
-    assert "Dice" in summary["foreground_mean"]
-    _check_model(_model_folder(env, "Dataset980_*", TRAINERS["lgmsnet"], "2d"), "lgmsnet", TRAINERS["lgmsnet"], "2d")
 
 
 @pytest.mark.parametrize("arch", ["lmnet", "lgmsnet"])
