@@ -21,7 +21,8 @@ SUBCOMMAND_MODULES = [
     "nnunet_lmnet.dataset_conversion.cli",    # convert
     "nnunet_lmnet.benchmark.cli",             # benchmark
     "nnunet_lmnet.evaluation.cli",            # compare
-    "nnunet_lmnet.export.cli",                # export-submission, model-card
+    "nnunet_lmnet.export.cli",                # export-submission, model-card, export-onnx
+    "nnunet_lmnet.inference.cli",             # predict
 ]
 
 

@@ -116,6 +116,11 @@ class LGMSNet(nn.Module):
     All arguments are JSON-serialisable so nnU-Net plans can store and rebuild them.
     """
 
+    # The sparse transformer picks its patch from the parity of each map (2 on even axes, 1 on odd ones), so one
+    # traced graph (torch.export / ONNX) holds for one parity only: an export with dynamic sizes takes multiples
+    # of this factor x the total stride, which keep every level's map even (nnunet_lmnet.export.onnx_export).
+    export_size_factor = 2
+
     def __init__(
         self,
         input_channels: int,

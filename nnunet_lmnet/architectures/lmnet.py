@@ -12,6 +12,7 @@ preset. Every size divisible by the total stride works; no parameter depends on 
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -122,7 +123,8 @@ class LMNet(nn.Module):
             conv(widths[i - 1], widths[i], kernels[i], stride=strides[i], padding=same_padding(kernels[i]), bias=True)
             for i in range(1, n)
         )
-        self.gft = GlobalFeatureTransformer(widths, kernels[-1], gft_heads, mlp_ratio, dropout)
+        pool_ratios = [[math.prod(s[a] for s in strides[i + 1:]) for a in range(dim)] for i in range(n - 1)]
+        self.gft = GlobalFeatureTransformer(widths, kernels[-1], gft_heads, mlp_ratio, dropout, pool_ratios)
         self.lft = nn.ModuleList(
             LocalFeatureTransformer(
                 widths, i, n - 1, kernels[i], strides[i],

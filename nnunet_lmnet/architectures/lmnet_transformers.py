@@ -48,9 +48,12 @@ def _channels_first(x: torch.Tensor) -> torch.Tensor:
 
 class GlobalFeatureTransformer(nn.Module):
     def __init__(self, widths: Sequence[int], kernel: Sequence[int], num_heads: int, mlp_ratio: float,
-                 dropout: float):
+                 dropout: float, pool_ratios: Sequence[Sequence[int]] | None = None):
         super().__init__()
         dim = len(kernel)
+        # per encoder level, its size over the bottleneck's (the product of the strides below it): the kernel of
+        # the plain average pool that replaces the adaptive one in an export (see _pool_to_bottleneck)
+        self.pool_ratios = None if pool_ratios is None else [tuple(int(r) for r in ratio) for ratio in pool_ratios]
         total = sum(widths)
         self.embed = _conv(dim, total, total, kernel)
         self.layer = PreNormTransformerLayer(total, GlobalSelfAttention(total, num_heads), mlp_ratio, dropout)
@@ -59,12 +62,20 @@ class GlobalFeatureTransformer(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         bottleneck = features[-1]
         size = bottleneck.shape[2:]
-        pooled = [F.adaptive_avg_pool2d(f, size) if f.ndim == 4 else F.adaptive_avg_pool3d(f, size)
-                  for f in features[:-1]]
+        pooled = [self._pool_to_bottleneck(f, size, i) for i, f in enumerate(features[:-1])]
         x = self.embed(torch.cat(pooled + [bottleneck], dim=1))
         b, c = x.shape[:2]
         tokens = self.layer(x.flatten(2).transpose(1, 2))
         return self.out(tokens.transpose(1, 2).reshape(b, c, *size))
+
+    def _pool_to_bottleneck(self, f: torch.Tensor, size: Sequence[int], level: int) -> torch.Tensor:
+        if f.ndim == 5 and self.pool_ratios is not None and torch.compiler.is_exporting():
+            # torch.onnx has no translation of adaptive_avg_pool3d. An exported input is divisible by the total
+            # stride, so every level is exactly ratio x the bottleneck and the adaptive pool is this plain one.
+            # Eager and compiled runs keep the adaptive pool (outputs unchanged bit for bit).
+            ratio = self.pool_ratios[level]
+            return F.avg_pool3d(f, ratio, ratio)
+        return F.adaptive_avg_pool2d(f, size) if f.ndim == 4 else F.adaptive_avg_pool3d(f, size)
 
 
 class LocalPyramid(nn.Module):

@@ -18,7 +18,8 @@ _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 def pointwise_conv(x: torch.Tensor, conv: nn.modules.conv._ConvNd) -> torch.Tensor:
     layout = _CHANNELS_LAST.get(x.ndim)
-    if x.device.type == "cpu" and layout is not None and x.is_contiguous(memory_format=layout):
+    if (x.device.type == "cpu" and layout is not None and x.is_contiguous(memory_format=layout)
+            and not torch.compiler.is_exporting()):  # an exported graph (ONNX) has no memory layout: one Conv op
         return F.linear(x.movedim(1, -1), conv.weight.flatten(1), conv.bias).movedim(-1, 1)
     return conv._conv_forward(x, conv.weight, conv.bias)
 

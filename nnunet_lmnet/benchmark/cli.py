@@ -1,4 +1,5 @@
-"""Subcommand `benchmark`: compute cost of nnU-Net's default network, LM-Net and LGMSNet on the same plans.
+"""Subcommands `benchmark` (compute cost of nnU-Net's default network, LM-Net and LGMSNet on the same plans) and
+`benchmark-predict` (end-to-end CPU prediction time per case).
 
 Only argparse and the standard library are imported here; the rest is imported by the functions that need
 it, so `nnunet-lmnet --help` stays fast.
@@ -79,7 +80,64 @@ def _add_benchmark(sub) -> None:
     p.set_defaults(func=_run_benchmark)
 
 
+# --------------------------------------------------------------------------------------------------- benchmark-predict
+def _run_benchmark_predict(args: argparse.Namespace) -> int:
+    from ..inference.model_folder import check_model_folder, locate_model_folder
+    from ..report_output import refuse_existing
+    from .predict_benchmark import markdown_report, report_paths, run_predict_benchmark, write_report
+
+    out = Path(args.out) if args.out else Path("benchmarks") / f"predict__{args.dataset}__{args.configuration}"
+    refuse_existing(report_paths(out), args.overwrite)  # before minutes of measuring, not after
+    ours = check_model_folder(locate_model_folder(args.dataset, args.configuration, args.trainer, args.plans),
+                              args.folds, args.checkpoint)
+    default = check_model_folder(locate_model_folder(args.dataset, args.configuration, args.default_trainer,
+                                                     args.default_plans), args.folds, args.checkpoint)
+    result = run_predict_benchmark(Path(args.input), default, ours, onnx_files=args.onnx, repeats=args.repeats,
+                                   threads=args.threads, step_size=args.step_size,
+                                   with_onnxruntime=not args.no_onnxruntime)
+    paths = write_report(result, out, args.overwrite)
+    print(markdown_report(result))
+    print(f"Written to {paths[0]} and {paths[1]}")
+    return 0
+
+
+def _add_benchmark_predict(sub) -> None:
+    p = sub.add_parser(
+        "benchmark-predict",
+        help="end-to-end CPU prediction time per case: nnU-Net's default network vs ours on PyTorch and ONNX "
+             "Runtime, with and without mirroring",
+        description="Times nnU-Net's own prediction steps per case (preprocessing, sliding-window network with "
+                    "or without mirroring, export) for the default network (PyTorch), ours (PyTorch) and ours "
+                    "(ONNX Runtime), interleaved in one process, and writes benchmark_predict.json and "
+                    "benchmark_predict.md with medians and ratios to the default network. Both models must be "
+                    "trained on the same dataset and configuration.",
+    )
+    p.add_argument("-i", dest="input", required=True, help="input images (nnU-Net naming, CASE_0000<ending>)")
+    p.add_argument("-d", dest="dataset", required=True, help="dataset id or name")
+    p.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    p.add_argument("-tr", dest="trainer", default="nnUNetTrainerLMNet", help="our trainer (default: "
+                                                                            "nnUNetTrainerLMNet)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans of our model (default: nnUNetPlans)")
+    p.add_argument("--default-trainer", default="nnUNetTrainer", help="trainer of the default-network model "
+                                                                      "(default: nnUNetTrainer)")
+    p.add_argument("--default-plans", default="nnUNetPlans", help="plans of the default-network model")
+    p.add_argument("-f", dest="folds", nargs="+", default=["0"], metavar="FOLD",
+                   help="folds (both models; default: 0)")
+    p.add_argument("-chk", "--checkpoint", dest="checkpoint", default="checkpoint_final.pth",
+                   help="checkpoint file name (default: checkpoint_final.pth)")
+    p.add_argument("--onnx", nargs="+", default=None, metavar="FILE",
+                   help="our model exported with export-onnx, one file per fold (default: export now)")
+    p.add_argument("--no-onnxruntime", action="store_true", help="only the PyTorch runs (no deploy extra needed)")
+    p.add_argument("--repeats", type=int, default=3, help="passes over all cases (default 3); medians reported")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--step_size", type=float, default=0.5, help="sliding-window step (default 0.5)")
+    p.add_argument("--out", default=None, help="output folder (default: ./benchmarks/predict__<D>__<CFG>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier report")
+    p.set_defaults(func=_run_benchmark_predict)
+
+
 # --------------------------------------------------------------------------------------------------- registration
 def add_parser(subparsers) -> None:
     """Register this module's subcommands on the main CLI's argparse subparsers."""
     _add_benchmark(subparsers)
+    _add_benchmark_predict(subparsers)

@@ -1,4 +1,4 @@
-"""Subcommands `export-submission` and `model-card`: what leaves the results folder.
+"""Subcommands `export-submission`, `model-card` and `export-onnx`: what leaves the results folder.
 
 Only argparse and the standard library are imported here; the rest is imported by the functions that need
 it, so `nnunet-lmnet --help` stays fast.
@@ -102,8 +102,50 @@ def _add_model_card(sub) -> None:
     p.set_defaults(func=_run_model_card)
 
 
+# --------------------------------------------------------------------------------------------------- export-onnx
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from ..inference.model_folder import locate_model_folder
+    from .onnx_export import export_onnx
+
+    folder = locate_model_folder(args.dataset, args.configuration, args.trainer, args.plans)
+    out = export_onnx(folder, args.fold, Path(args.output), checkpoint=args.checkpoint, spatial=args.spatial,
+                      tolerance=args.tolerance, overwrite=args.overwrite)
+    print(f"Written to {out}")
+    return 0
+
+
+def _add_export_onnx(sub) -> None:
+    p = sub.add_parser(
+        "export-onnx",
+        help="export a trained fold's network to ONNX (as nnU-Net's predictor builds it), checked in ONNX Runtime",
+        description="Builds the network as nnUNetv2_predict does (deep supervision off, LM-Net fused), loads the "
+                    "fold's checkpoint and exports it with torch.export (dynamic batch axis; spatial axes dynamic "
+                    "as multiples of the network's total stride unless --spatial fixed). ONNX Runtime is run on a "
+                    "random input at the planned patch; the file is written only if its output matches "
+                    "PyTorch's within --tolerance (relative to the largest logit). The plans, dataset.json, patch "
+                    "size, mirror axes and stride are recorded in the ONNX metadata (keys nnunet_lmnet.*). "
+                    "Needs pip install 'nnunet-lmnet[deploy]'.",
+    )
+    p.add_argument("-d", dest="dataset", required=True, help="dataset id or name")
+    p.add_argument("-c", dest="configuration", required=True, help="configuration, e.g. 2d or 3d_fullres")
+    p.add_argument("-tr", dest="trainer", default="nnUNetTrainer", help="trainer (default: nnUNetTrainer)")
+    p.add_argument("-p", dest="plans", default="nnUNetPlans", help="plans identifier (default: nnUNetPlans)")
+    p.add_argument("-f", dest="fold", required=True, help="the fold to export (a number or 'all')")
+    p.add_argument("--checkpoint", "-chk", dest="checkpoint", default="checkpoint_final.pth",
+                   help="checkpoint file in the fold folder (default: checkpoint_final.pth)")
+    p.add_argument("-o", dest="output", required=True, metavar="OUT.onnx", help="ONNX file to write")
+    p.add_argument("--spatial", choices=["dynamic", "fixed"], default="dynamic",
+                   help="dynamic: any size that is a multiple of the total stride (default); fixed: the planned "
+                        "patch only (what nnU-Net's sliding window feeds; exports 2-4x faster)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest accepted ONNX Runtime vs PyTorch difference, relative (default 1e-4)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")
+    p.set_defaults(func=_run_export_onnx)
+
+
 # --------------------------------------------------------------------------------------------------- registration
 def add_parser(subparsers) -> None:
     """Register this module's subcommands on the main CLI's argparse subparsers."""
     _add_export(subparsers)
     _add_model_card(subparsers)
+    _add_export_onnx(subparsers)

@@ -1,0 +1,1 @@
+"""Prediction with a trained model folder: nnU-Net's own predictor, with PyTorch or ONNX Runtime running the network."""
