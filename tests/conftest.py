@@ -18,6 +18,17 @@ def one_thread():
 
 
 # ------------------------------------------------------------------------------------ shared end-to-end fixtures
+SHARED_MODEL_FIXTURES = {"demo_2d", "preprocessed_3d", "trained_3d"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, the default addopts) every test that needs one of the trained
+    tiny models below runs in one worker, so each model is made once; the other tests fill the other worker."""
+    for item in items:
+        if SHARED_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("nnunet_models"))
+
+
 # Trained tiny models are made once per session and shared by every test file that needs one (training is the
 # slow part of the suite). Tests may add folders (other trainers, predictions) but must not change what is there.
 
