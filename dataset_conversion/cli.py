@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from nnunet_lmnet.cli_types import positive_float, positive_int
+
 from .common import DEFAULT_NUM_PROCESSES, DEFAULTS
 
 _HELP = {
@@ -64,26 +66,6 @@ _MODE_DEFAULT = {"tnscui2020": "training", "tn3k": "target", "ph2": "target", "p
                  "folder": "target"}
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def _common_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
     dataset_id, name = DEFAULTS[dataset]
     parser.add_argument("source", metavar="IMAGES_DIR" if dataset == "folder" else "SOURCE",
@@ -91,7 +73,7 @@ def _common_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
     if dataset == "folder":
         parser.add_argument("masks", metavar="MASKS_DIR", help="the folder with the masks (may be IMAGES_DIR "
                             "with --mask-suffix)")
-    parser.add_argument("--dataset-id", type=_positive_int, default=None, metavar="N",
+    parser.add_argument("--dataset-id", type=positive_int, default=None, metavar="N",
                         help=f"nnU-Net dataset id (default {dataset_id})")
     parser.add_argument("--name", default=None, metavar="NAME",
                         required=not name, help=f"dataset name: the folder is DatasetXXX_NAME "
@@ -106,7 +88,7 @@ def _common_arguments(parser: argparse.ArgumentParser, dataset: str) -> None:
     parser.add_argument("--verify", action="store_true",
                         help="run nnU-Net's dataset integrity check on the result before it is moved into place "
                              "(what nnUNetv2_plan_and_preprocess --verify_dataset_integrity does later)")
-    parser.add_argument("--num-processes", type=_positive_int, default=DEFAULT_NUM_PROCESSES, metavar="N",
+    parser.add_argument("--num-processes", type=positive_int, default=DEFAULT_NUM_PROCESSES, metavar="N",
                         help=f"worker processes (default {DEFAULT_NUM_PROCESSES})")
     parser.set_defaults(func=_run, dataset=dataset)
 
@@ -151,11 +133,11 @@ def add_parser(subparsers) -> None:
     parsers["lgg"].add_argument("--as-3d", action="store_true",
                                 help=f"one NIfTI volume per patient instead of one 2D case per slice (default id "
                                      f"{DEFAULTS['lgg3d'][0]}, name {DEFAULTS['lgg3d'][1]})")
-    parsers["lgg"].add_argument("--spacing", nargs=3, type=_positive_float, default=(1.0, 1.0, 1.0),
+    parsers["lgg"].add_argument("--spacing", nargs=3, type=positive_float, default=(1.0, 1.0, 1.0),
                                 metavar=("X", "Y", "Z"),
                                 help="voxel spacing in mm assumed for --as-3d volumes (the TIFFs carry none; "
                                      "default 1 1 1)")
-    parsers["isic2018"].add_argument("--max-size", type=_positive_int, default=None, metavar="N",
+    parsers["isic2018"].add_argument("--max-size", type=positive_int, default=None, metavar="N",
                                      help="downscale images whose longer side exceeds N pixels (default: keep "
                                           "the native resolution)")
     parsers["btcv"].add_argument("--labels", choices=("all", "synapse8"), default="all",

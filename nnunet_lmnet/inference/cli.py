@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..cli_types import non_negative_int, positive_int
+
 
 def _run_predict(args: argparse.Namespace) -> int:
     from .model_folder import check_model_folder, locate_model_folder
@@ -24,23 +26,6 @@ def _run_predict(args: argparse.Namespace) -> int:
         threads=args.threads, verbose=args.verbose)
     print(f"Predicted {len(cases)} case(s) with {args.backend} into {args.output}")
     return 0
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = _non_negative_int(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
-    return value
 
 
 def _add_predict(sub) -> None:
@@ -78,12 +63,12 @@ def _add_predict(sub) -> None:
     p.add_argument("--continue_prediction", action="store_true", help="skip cases already predicted")
     p.add_argument("-device", "--device", dest="device", choices=["cpu", "cuda"], default="cpu",
                    help="torch device (default: cpu)")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="torch threads (default: as nnUNetv2_predict, all cores on CPU, 1 with CUDA); ONNX "
                         "Runtime gets the threads nnU-Net gives torch while predicting")
-    p.add_argument("-npp", dest="npp", type=_non_negative_int, default=3,
+    p.add_argument("-npp", dest="npp", type=non_negative_int, default=3,
                    help="preprocessing processes (default 3; -npp 0 -nps 0 runs everything in this process)")
-    p.add_argument("-nps", dest="nps", type=_non_negative_int, default=3,
+    p.add_argument("-nps", dest="nps", type=non_negative_int, default=3,
                    help="segmentation export processes (default 3)")
     p.add_argument("-prev_stage_predictions", "--prev_stage_predictions", dest="prev_stage_predictions",
                    default=None, help="cascade: folder with the low-resolution stage's predictions")
