@@ -42,6 +42,8 @@ def _check(shape, kernel, layout, bias):
     y_ref = conv(x_ref, w_ref, b_ref, padding=padding, groups=channels)
     assert y.shape == y_ref.shape
     torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # inference takes the same routes without autograd
+        torch.testing.assert_close(depthwise_conv(x, w, b, padding), y_ref, rtol=1e-12, atol=1e-12)
     cotangent = _maps(y.shape, layout, 2)
     y.backward(cotangent)
     y_ref.backward(cotangent)

@@ -136,5 +136,7 @@ def test_torch_compile_traces_training_and_inference(arch, geometry, patch):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     net.eval()
     with torch.no_grad():
-        torch.testing.assert_close(compiled(x)[0], net(x)[0], rtol=1e-4, atol=1e-5)
+        # compiled runs take PyTorch's own 3D depthwise convs, eager ones 2D convs on views for flat kernels
+        # (architectures/depthwise.py): equal in float64, float32 rounding differs by up to ~2e-5 here
+        torch.testing.assert_close(compiled(x)[0], net(x)[0], rtol=1e-4, atol=5e-5)
     torch._dynamo.reset()

@@ -166,8 +166,10 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
                    padding: Sequence[int]) -> torch.Tensor:
     """Depthwise conv with `weight` (C, 1, *k), k odd, `padding` = k // 2 per axis (the 'same' size)."""
     padding = tuple(int(p) for p in padding)
-    if x.device.type != "cpu" or not torch.is_grad_enabled() or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or torch.compiler.is_compiling() or torch.compiler.is_exporting():
         return _CONV[x.ndim - 2](x, weight, bias, padding=padding, groups=x.shape[1])
+    if not torch.is_grad_enabled():  # inference: the same 2D routes for flat 3D kernels
+        return _conv_same(x, weight, bias)
     return _DepthwiseConvFn.apply(x, weight, bias)
 
 

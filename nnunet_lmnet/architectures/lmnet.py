@@ -142,7 +142,9 @@ class LMNet(nn.Module):
             x = stage(x if i == 0 else self.downsample[i - 1](x))
             features.append(x)
         features.append(self.downsample[-1](x))  # bottleneck: strided conv only
-        bottleneck = self.gft(features)
+        # the GFT's pooling and tokens leave its output channels-first: back to channels-last, or the whole
+        # decoder runs channels-first (3D: oneDNN then copies every depthwise conv's input to channels-last)
+        bottleneck = channels_last_on_cpu(self.gft(features))
         skips = [lft(features) for lft in self.lft]
         return self.decoder(bottleneck, skips)
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .depthwise import depthwise_conv_nd
+from .depthwise import depthwise_conv, depthwise_conv_nd
 from .ops import batch_norm_nd, conv_nd, same_padding
 from .pointwise import pointwise_conv_nd
 from .recompute import recompute as recompute_block
@@ -116,9 +116,7 @@ class MultiBranchBlock(nn.Module):
             return self.fused(t)
         if not self.training and self.fuse_in_eval:
             kernel, bias = self.fused_weights()
-            conv = (F.conv1d, F.conv2d, F.conv3d)[self.dim - 1]
-            return conv(t, kernel.to(t.dtype), bias.to(t.dtype), padding=same_padding(self.fused_kernel_size),
-                        groups=t.shape[1])
+            return depthwise_conv(t, kernel.to(t.dtype), bias.to(t.dtype), same_padding(self.fused_kernel_size))
         return sum(branch(t) for branch in self.branches.values())
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
