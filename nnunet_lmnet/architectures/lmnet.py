@@ -22,8 +22,14 @@ from .heads import make_seg_layers, select_outputs
 from .lmnet_transformers import GlobalFeatureTransformer, LocalFeatureTransformer, upsample_to
 from .multibranch_block import MultiBranchBlock
 from .ops import channels_last_on_cpu, conv_nd, same_padding
-from .recompute import recompute as recompute_block
 from .stage_geometry import resolve_stage_geometry
+
+# Lean form (recompute=True): which blocks keep only their inputs and are recomputed in backward. Chosen from the
+# forward time each block costs per MiB it would otherwise keep (CPU, 2D 256^2 and 3D 64^3 at nnU-Net's plans):
+# multi-branch blocks ~1 ms/MiB (cheap to recompute, 10x their input kept) are recomputed at every level; an LFT
+# costs ~3-4 ms/MiB (neighbourhood attention, dense 3x3 convs), so only the finest one, which keeps the most, is
+# recomputed; a decoder merge keeps one upsampled map and is never recomputed.
+RECOMPUTED_LFT_LEVELS = 1
 
 
 def _mb_stage(cin: int, width: int, expand: int, kernel: Sequence[int], n_blocks: int, fuse_in_eval: bool,
@@ -43,7 +49,6 @@ class LMNetDecoder(nn.Module):
         dim = len(kernels[0])
         n = len(widths)
         self.deep_supervision = deep_supervision
-        self.recompute = lean
         # ModuleLists indexed by level 0..S-2 (level i upsamples from level i+1).
         self.up = nn.ModuleList(
             conv_nd(dim)(widths[i + 1], widths[i], kernels[i], padding=same_padding(kernels[i]), bias=True)
@@ -56,16 +61,11 @@ class LMNetDecoder(nn.Module):
         head_widths = widths[: n - 1] if deep_supervision_heads else widths[:1]
         self.seg_layers = make_seg_layers(dim, head_widths, num_classes)
 
-    def _merge(self, i: int, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        return self.up[i](upsample_to(x, skip.shape[2:])) + skip
-
     def forward(self, bottleneck: torch.Tensor, skips: Sequence[torch.Tensor]):
         x = bottleneck
         outputs = []
         for i in reversed(range(len(skips))):
-            # the upsampled map is the largest tensor saved here
-            merged = recompute_block(lambda a, b, i=i: self._merge(i, a, b), self.up[i], x, skips[i],
-                                     enabled=self.recompute)
+            merged = self.up[i](upsample_to(x, skips[i].shape[2:])) + skips[i]
             x = self.blocks[i](merged)
             outputs.append(x)
         outputs.reverse()  # highest resolution first
@@ -129,7 +129,8 @@ class LMNet(nn.Module):
             LocalFeatureTransformer(
                 widths, i, n - 1, kernels[i], strides[i],
                 window=[na_kernel if k > 1 else 1 for k in kernels[i]],
-                num_heads=lft_heads, rpb=na_rpb, mlp_ratio=mlp_ratio, dropout=dropout, recompute=recompute)
+                num_heads=lft_heads, rpb=na_rpb, mlp_ratio=mlp_ratio, dropout=dropout,
+                recompute=recompute and i < RECOMPUTED_LFT_LEVELS)
             for i in range(n - 1)
         )
         self.decoder = LMNetDecoder(widths, kernels, num_classes, blocks_per_stage, expand_ratio, deep_supervision,
