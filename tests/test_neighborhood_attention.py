@@ -3,12 +3,14 @@ and numerics of the memory-lean custom autograd Function."""
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import nnunet_lmnet.architectures.neighborhood_attention as na_module
 from nnunet_lmnet.architectures.neighborhood_attention import NeighborhoodAttention, neighborhood_attention
 
 
@@ -80,6 +82,40 @@ def test_matches_brute_force_float64_values_and_grads(spatial, kernel, use_rpb):
     expected_grads = torch.autograd.grad(expected, inputs, grad_out)
     for got, want in zip(grads, expected_grads):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+# Blocks of the kernel (see `_blocks`), in logits of one head: one head of one item, two heads, two whole items.
+BLOCK_HEADS = {"per-head": 1, "two-heads": 2, "two-items": 6}
+
+
+@pytest.mark.parametrize("block_heads", BLOCK_HEADS.values(), ids=BLOCK_HEADS)
+@pytest.mark.parametrize("spatial,kernel", [((4, 5), 3), ((3, 4, 5), (1, 3, 3))], ids=["2d", "3d-aniso"])
+def test_blockwise_kernel_equals_brute_force_float64(monkeypatch, spatial, kernel, block_heads):
+    """Large maps run block by block over (batch items, head groups); every split gives the same values and grads."""
+    monkeypatch.setattr(na_module, "_BLOCK_BYTES", block_heads * 9 * math.prod(spatial) * 8)
+    q, k, v, rpb = _qkv_rpb(3, 3, spatial, 2, kernel, torch.float64, seed=3)
+    n_blocks = len(na_module._blocks(q.movedim(-1, 2), na_module._normalize_kernel(kernel, len(spatial)), 8))
+    assert n_blocks > 1
+    inputs = [t.requires_grad_() for t in (q, k, v, rpb)]
+    out = neighborhood_attention(q, k, v, kernel, rpb)
+    expected = reference_na(q, k, v, kernel, rpb)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    grad_out = torch.randn_like(out)
+    for got, want in zip(torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(expected, inputs, grad_out)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+
+
+def test_blocks_cover_every_batch_item_and_head_once(monkeypatch):
+    q = torch.zeros(3, 5, 2, 4, 4)  # planar (B, heads, d, H, W); one head's logits: 9 * 16 * 4 bytes
+    per_head = 9 * 16 * 4
+    for block_bytes, expected in ((per_head * 2, 9), (per_head * 5, 3), (per_head * 10, 2), (10 ** 9, 1)):
+        monkeypatch.setattr(na_module, "_BLOCK_BYTES", block_bytes)
+        blocks = na_module._blocks(q, (3, 3), 4)
+        assert len(blocks) == expected
+        covered = torch.zeros(3, 5, dtype=torch.int64)
+        for b, h in blocks:
+            covered[b, h] += 1
+        assert torch.equal(covered, torch.ones(3, 5, dtype=torch.int64)), (block_bytes, blocks)
 
 
 @pytest.mark.parametrize("spatial,kernel", CASES_F32, ids=[f"{s}-k{k}" for s, k in CASES_F32])
