@@ -156,12 +156,23 @@ def _bias_map(table: torch.Tensor, rows: Sequence[torch.Tensor], offset: Sequenc
     return out
 
 
-def _rpb_grad_equation(ndim: int) -> str:
-    """einsum summing the bias gradient (prod(k), heads, *spatial) into table windows (prod(k), heads, *k) through
-    per-axis one-hots (L, k) of the rows: deterministic, no index_add / atomics."""
-    map_axes, table_axes = "xyz"[:ndim], "abc"[:ndim]
-    onehots = ",".join(m + t for m, t in zip(map_axes, table_axes))
-    return f"nh{map_axes},{onehots}->nh{table_axes}"
+def _bias_row_sums(grad_logits: torch.Tensor, kernel: Sequence[int]) -> torch.Tensor:
+    """(prod(k), B, heads, *spatial) -> (prod(k), heads, *k): per offset and head, the sum of grad_logits over the
+    batch and over the queries whose bias row (`_relative_rows`) is r on every axis, i.e. the gradient of each
+    offset's bias window. On an axis of length L, query i has row k-1-i for i < k//2, k//2 in the interior and
+    L-1-i in the last k//2: each row is one slice, so the reduction is a slice sum per axis (innermost first,
+    shrinking the data at each step) rather than a contraction with one-hot matrices, which copies the logits."""
+    t = grad_logits.sum(1) if grad_logits.shape[1] > 1 else grad_logits.select(1, 0)
+    for axis in reversed(range(len(kernel))):
+        dim, k = 2 + axis, kernel[axis]
+        length, half = t.shape[dim], k // 2
+        by_row = [None] * k
+        for i in range(half):
+            by_row[k - 1 - i] = t.narrow(dim, i, 1)
+            by_row[half - 1 - i] = t.narrow(dim, length - half + i, 1)
+        by_row[half] = t.narrow(dim, half, length - 2 * half).sum(dim, keepdim=True)
+        t = torch.cat(by_row, dim) if k > 1 else by_row[0]
+    return t
 
 
 def _table_window(offset: Sequence[int], kernel: Sequence[int]) -> tuple[slice, ...]:
@@ -278,8 +289,6 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
         grad_k = torch.empty_like(kp) if need_k else None
         grad_v = torch.empty_like(vp) if need_v else None
         if need_rpb:
-            rows = _relative_rows(q.shape[2:-1], kernel, q.device)
-            onehots = [F.one_hot(r, kk).to(compute_dtype) for r, kk in zip(rows, kernel)]
             per_window = attn.new_zeros((math.prod(kernel), q.shape[1], *kernel))  # (prod(k), heads, *k)
 
         for b, h in _blocks(qp, kernel, attn.element_size()):
@@ -297,7 +306,7 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
             if need_v:
                 grad_v[b, h] = _scatter_neighbours(lambda n: a[n].unsqueeze(2) * g_b, kernel)
             if need_rpb:
-                per_window[:, h] += torch.einsum(_rpb_grad_equation(len(kernel)), grad_logits.sum(1), *onehots)
+                per_window[:, h] += _bias_row_sums(grad_logits, kernel)
 
         grad_rpb = None
         if need_rpb:
