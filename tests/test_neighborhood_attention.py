@@ -100,6 +100,8 @@ def test_blockwise_kernel_equals_brute_force_float64(monkeypatch, spatial, kerne
     out = neighborhood_attention(q, k, v, kernel, rpb)
     expected = reference_na(q, k, v, kernel, rpb)
     torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    with torch.no_grad():  # the inference path keeps no attention weights, one block's in a scratch tensor
+        assert torch.equal(neighborhood_attention(q, k, v, kernel, rpb), out)
     grad_out = torch.randn_like(out)
     for got, want in zip(torch.autograd.grad(out, inputs, grad_out), torch.autograd.grad(expected, inputs, grad_out)):
         torch.testing.assert_close(got, want, atol=1e-12, rtol=0)

@@ -72,10 +72,12 @@ class _Scratch:
     def __init__(self) -> None:
         self._tensors: dict[object, torch.Tensor] = {}
 
-    def get(self, key: object, like: torch.Tensor) -> torch.Tensor:
+    def get(self, key: object, like: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
+        """A contiguous tensor of `like`'s dtype and device and of `shape` (default: like's shape)."""
+        shape = like.shape if shape is None else torch.Size(shape)
         t = self._tensors.get(key)
-        if t is None or t.shape != like.shape or t.dtype != like.dtype:
-            t = self._tensors[key] = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+        if t is None or t.shape != shape or t.dtype != like.dtype:
+            t = self._tensors[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
         return t
 
 
@@ -264,6 +266,35 @@ def _blocks(q: torch.Tensor, kernel: Sequence[int], itemsize: int) -> list[tuple
     return [(slice(b, min(b + batch_step, batch)), slice(None)) for b in range(0, batch, batch_step)]
 
 
+def _attention_forward(q, k, v, rpb, kernel, scale, keep_weights: bool):
+    """(output, attention weights (prod(k), B, heads, *spatial) if `keep_weights` else None), block by block.
+    Without `keep_weights` (no backward will follow) each block's weights live in a scratch tensor only: no
+    allocation of prod(k) maps (3D: 27x the queries, hundreds of MB whose pages fault in on first write)."""
+    compute_dtype = torch.promote_types(q.dtype, torch.float32)  # fp16/bf16 -> fp32, fp64 stays fp64
+    spatial = q.shape[2:-1]
+    qp, kp, vp = (_to_planar(t, compute_dtype) for t in (q, k, v))
+    attn = qp.new_empty((math.prod(kernel), *q.shape[:-1])) if keep_weights else None
+    out = vp.new_empty(vp.shape)
+    if rpb is not None:
+        # a gather, not a matrix product: FLOP counters see only the attention's own products (extra_macs)
+        table, rows = rpb.to(compute_dtype), _relative_rows(spatial, kernel, q.device)
+    scratch = _Scratch()
+    for b, h in _blocks(qp, kernel, qp.element_size()):
+        q_scaled = torch.mul(qp[b, h], scale, out=scratch.get("q", qp[b, h]))
+        if keep_weights:
+            logits = attn[:, b, h]
+        else:
+            logits = scratch.get("logits", q_scaled, (math.prod(kernel), *q_scaled.shape[:2], *spatial))
+        for n, k_n in enumerate(_gather_neighbours(kp[b, h], kernel, scratch)):
+            _dot_over_head_dim(q_scaled, k_n, out=logits[n])
+        if rpb is not None:
+            for n, offset in enumerate(_offsets(kernel)):
+                logits[n] += _bias_map(table[h], rows, offset)  # broadcast over batch
+        _softmax_first_axis_(logits)
+        _weighted_sum(logits, _gather_neighbours(vp[b, h], kernel, scratch), out=out[b, h])
+    return out.movedim(2, -1).to(q.dtype), attn
+
+
 class _NeighborhoodAttentionFn(torch.autograd.Function):
     """Forward saves q, k, v (as given) and the attention weights; backward recomputes the neighbour maps.
 
@@ -274,30 +305,11 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel, scale):
-        compute_dtype = torch.promote_types(q.dtype, torch.float32)  # fp16/bf16 -> fp32, fp64 stays fp64
-        spatial = q.shape[2:-1]
-        qp, kp, vp = (_to_planar(t, compute_dtype) for t in (q, k, v))
-        attn = qp.new_empty((math.prod(kernel), *q.shape[:-1]))
-        out = vp.new_empty(vp.shape)
-        if rpb is not None:
-            # a gather, not a matrix product: FLOP counters see only the attention's own products (extra_macs)
-            table, rows = rpb.to(compute_dtype), _relative_rows(spatial, kernel, q.device)
-        scratch = _Scratch()
-        for b, h in _blocks(qp, kernel, attn.element_size()):
-            q_scaled = torch.mul(qp[b, h], scale, out=scratch.get("q", qp[b, h]))
-            logits = attn[:, b, h]
-            for n, k_n in enumerate(_gather_neighbours(kp[b, h], kernel, scratch)):
-                _dot_over_head_dim(q_scaled, k_n, out=logits[n])
-            if rpb is not None:
-                for n, offset in enumerate(_offsets(kernel)):
-                    logits[n] += _bias_map(table[h], rows, offset)  # broadcast over batch
-            _softmax_first_axis_(logits)
-            _weighted_sum(logits, _gather_neighbours(vp[b, h], kernel, scratch), out=out[b, h])
-
+        out, attn = _attention_forward(q, k, v, rpb, kernel, scale, keep_weights=True)
         ctx.save_for_backward(q, k, v, attn)
         ctx.kernel, ctx.scale = kernel, scale
         ctx.rpb_meta = None if rpb is None else (rpb.shape, rpb.dtype)
-        return out.movedim(2, -1).to(q.dtype)
+        return out
 
     @staticmethod
     @once_differentiable
@@ -389,6 +401,9 @@ def neighborhood_attention(
         scale = q.shape[-1] ** -0.5
     if torch.compiler.is_exporting():
         return _export_form(q, k, v, rpb, kernel, float(scale))
+    inputs = (q, k, v) if rpb is None else (q, k, v, rpb)
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        return _attention_forward(q, k, v, rpb, kernel, float(scale), keep_weights=False)[0]
     return _NeighborhoodAttentionFn.apply(q, k, v, rpb, kernel, float(scale))
 
 
