@@ -171,3 +171,31 @@ def test_compiled_lean_form_matches_eager_plain(case):
     buffers = dict(plain.named_buffers())
     for name, buf in lean.named_buffers():
         torch.testing.assert_close(buf.float(), buffers[name].float(), **close, msg=name)
+
+
+# (patch, LM-Net range, LGMSNet range) of saved activations per sample over nnU-Net's default network built from the
+# same default plans. Upper ends: issue 11's targets. Lower ends: the lean forms recompute only where it pays; a
+# policy that recomputed everything again (0.12-0.27x, one extra forward of the whole network) would fall below.
+ACTIVATION_BUDGETS = {
+    "2d-256": ((256, 256), (0.5, 1.0), (0.4, 0.8)),
+    "3d-64": ((64, 64, 64), (0.4, 1.0), (0.2, 0.8)),
+}
+
+
+@pytest.mark.parametrize("kind", ACTIVATION_BUDGETS)
+def test_lean_forms_keep_what_the_targets_allow(kind):
+    from nnunet_lmnet.benchmark.compute import build_benchmark_network
+    from nnunet_lmnet.benchmark.saved_activations import saved_bytes_per_sample
+    from nnunet_lmnet.benchmark.synthetic_plans import synthetic_configuration
+
+    patch, *ranges = ACTIVATION_BUDGETS[kind]
+    cfg = synthetic_configuration(kind[:2], patch_size=patch, batch_size=2)
+    x = torch.randn(1, 1, *patch)
+    saved = {}
+    for arch in ("default", "lmnet", "lgmsnet"):
+        torch.manual_seed(0)
+        net, _ = build_benchmark_network(arch, cfg, 1, 2, deep_supervision=True)
+        saved[arch] = saved_bytes_per_sample(net.train(), x)
+    for arch, (low, high) in zip(("lmnet", "lgmsnet"), ranges):
+        ratio = saved[arch] / saved["default"]
+        assert low < ratio <= high, (arch, round(ratio, 3))
