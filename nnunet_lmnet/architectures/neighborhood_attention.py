@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -81,6 +81,10 @@ class _Scratch:
         return t
 
 
+def _scaled_queries(q: torch.Tensor, scale: float, scratch: _Scratch) -> torch.Tensor:
+    return torch.mul(q, scale, out=scratch.get("q", q))
+
+
 def _take_shifted(x: torch.Tensor, axis: int, offset: int, k: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """x.index_select(axis, s + offset) with s(i) = clamp(i - k//2, 0, L - k), built from slices.
 
@@ -112,13 +116,12 @@ def _add_shifted(acc: torch.Tensor, part: torch.Tensor, axis: int, offset: int, 
     acc.narrow(axis, length - k + offset, 1).add_(part.narrow(axis, length - half, half).sum(axis, keepdim=True))
 
 
-def _gather_neighbours(x: torch.Tensor, kernel: Sequence[int], scratch: _Scratch | None = None
-                       ) -> Iterator[torch.Tensor]:
+def _gather_neighbours(x: torch.Tensor, kernel: Sequence[int], scratch: _Scratch) -> Iterator[torch.Tensor]:
     """Yield planar x re-indexed so that position i holds x[s(i) + o], for every offset o of `_offsets`.
 
     Gathers run one axis at a time as a tree: the gather along axis a is shared by all offsets that agree on
     axes < a, so a 3x3x3 kernel costs 3 + 9 + 27 gathers, not 3 * 27. Kernel 1 on an axis is the identity.
-    With `scratch`, each tree level writes into one reused tensor: a yielded map is valid until the next one.
+    Each tree level writes into one scratch tensor: a yielded map is valid until the next one.
     """
 
     def visit(t: torch.Tensor, axis: int) -> Iterator[torch.Tensor]:
@@ -126,31 +129,33 @@ def _gather_neighbours(x: torch.Tensor, kernel: Sequence[int], scratch: _Scratch
             yield t
             return
         for o in range(kernel[axis]):
-            out = None if scratch is None or kernel[axis] == 1 else scratch.get(("gather", axis), t)
+            out = None if kernel[axis] == 1 else scratch.get(("gather", axis), t)
             yield from visit(_take_shifted(t, _FIRST_SPATIAL_AXIS + axis, o, kernel[axis], out), axis + 1)
 
     return visit(x, 0)
 
 
-def _scatter_neighbours(contribution: Callable[[int], torch.Tensor], kernel: Sequence[int],
-                        scratch: _Scratch | None = None) -> torch.Tensor:
-    """Adjoint of `_gather_neighbours`: the sum over offsets n of contribution(n) moved back to the key positions.
+def _scatter_neighbours(weights: torch.Tensor, values: torch.Tensor, kernel: Sequence[int],
+                        scratch: _Scratch) -> torch.Tensor:
+    """Adjoint of `_gather_neighbours`: the sum over offsets n of weights[n] * values (weights (prod(k), B, heads,
+    *spatial), values planar) moved back to the key positions.
 
-    Mirrors the gather tree, so each tree node costs one scatter into a map-sized accumulator (with `scratch`, one
-    reused tensor per tree level; the result is then valid until the next call with the same scratch).
+    Mirrors the gather tree, so each tree node costs one scatter into a map-sized accumulator (one scratch tensor
+    per tree level; the result is valid until the next call with the same scratch).
     """
     offset_ids = itertools.count()
 
     def visit(axis: int) -> torch.Tensor:
         if axis == len(kernel):
-            return contribution(next(offset_ids))
+            n = next(offset_ids)
+            return torch.mul(weights[n].unsqueeze(2), values, out=scratch.get("term", values))
         if kernel[axis] == 1:
             return visit(axis + 1)
         acc = None
         for o in range(kernel[axis]):
             part = visit(axis + 1)
             if acc is None:
-                acc = torch.zeros_like(part) if scratch is None else scratch.get(("scatter", axis), part).zero_()
+                acc = scratch.get(("scatter", axis), part).zero_()
             _add_shifted(acc, part, _FIRST_SPATIAL_AXIS + axis, o, kernel[axis])
         return acc
 
@@ -280,7 +285,7 @@ def _attention_forward(q, k, v, rpb, kernel, scale, keep_weights: bool):
         table, rows = rpb.to(compute_dtype), _relative_rows(spatial, kernel, q.device)
     scratch = _Scratch()
     for b, h in _blocks(qp, kernel, qp.element_size()):
-        q_scaled = torch.mul(qp[b, h], scale, out=scratch.get("q", qp[b, h]))
+        q_scaled = _scaled_queries(qp[b, h], scale, scratch)
         if keep_weights:
             logits = attn[:, b, h]
         else:
@@ -327,7 +332,7 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
             per_window = attn.new_zeros((math.prod(kernel), q.shape[1], *kernel))  # (prod(k), heads, *k)
 
         scratch = _Scratch()
-        for b, h in _blocks(qp, kernel, attn.element_size()):
+        for b, h in _blocks(qp, kernel, qp.element_size()):
             a, g_b = attn[:, b, h], g[b, h]
             # d loss / d attn, then through the softmax in place: dlogits = attn * (dattn - sum_n attn * dattn).
             grad_logits = scratch.get("grad_logits", a)
@@ -338,13 +343,10 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
                 _weighted_sum(grad_logits, _gather_neighbours(kp[b, h], kernel, scratch),
                               out=grad_q[b, h]).mul_(scale)
             if need_k:
-                q_scaled = torch.mul(qp[b, h], scale, out=scratch.get("q", qp[b, h]))
-                grad_k[b, h] = _scatter_neighbours(
-                    lambda n: torch.mul(grad_logits[n].unsqueeze(2), q_scaled, out=scratch.get("term", q_scaled)),
-                    kernel, scratch)
+                grad_k[b, h] = _scatter_neighbours(grad_logits, _scaled_queries(qp[b, h], scale, scratch), kernel,
+                                                   scratch)
             if need_v:
-                grad_v[b, h] = _scatter_neighbours(
-                    lambda n: torch.mul(a[n].unsqueeze(2), g_b, out=scratch.get("term", g_b)), kernel, scratch)
+                grad_v[b, h] = _scatter_neighbours(a, g_b, kernel, scratch)
             if need_rpb:
                 per_window[:, h] += _bias_row_sums(grad_logits, kernel)
 
