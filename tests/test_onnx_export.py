@@ -15,6 +15,7 @@ import torch.nn as nn
 from nnunet_lmnet.benchmark.compute import build_benchmark_network
 from nnunet_lmnet.errors import UserError
 from nnunet_lmnet.export.onnx_export import export_network, ort_session
+from nnunet_lmnet.export.onnx_fusions import contrib_operators
 from synthetic_plans import default_configuration, plans_with
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -94,6 +95,25 @@ def test_lgmsnet_2d_dynamic_sizes_are_multiples_of_twice_the_stride():
     x = torch.randn(2, 1, patch[0] + 4 * stride[0], patch[1] + 2 * stride[1])  # neither axis at the patch
     with torch.no_grad():
         assert _rel(_ort(done.model, x), net(x).numpy()) < 1e-4
+
+
+def test_onnxruntime_target_fuses_attention_and_standard_target_keeps_standard_operators():
+    """The default target rewrites LGMSNet's GMS attention (MatMul-Softmax-MatMul in the plain export) into ONNX
+    Runtime's MultiHeadAttention; 'standard' writes only standard ONNX operators; both compute PyTorch's output."""
+    net, patch, stride, _ = _tiny("lgmsnet", ([[1, 1, 1], [1, 2, 2], [2, 2, 2], [1, 2, 2]],
+                                              [[1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]], (8, 32, 32)))
+    fused = export_network(net, patch, 1, stride, spatial="fixed", log=lambda *a: None)
+    standard = export_network(net, patch, 1, stride, spatial="fixed", log=lambda *a: None, target="standard")
+    assert "MultiHeadAttention" in contrib_operators(fused.model)
+    assert fused.target == "onnxruntime" and fused.fusions.get("sdpa_via_mha", 0) >= 1
+    assert contrib_operators(standard.model) == [] and standard.fusions == {}
+    assert {n.domain for n in standard.model.graph.node} <= {"", "ai.onnx"}
+    softmaxes = [sum(n.op_type == "Softmax" for n in m.model.graph.node) for m in (fused, standard)]
+    assert softmaxes[0] < softmaxes[1]  # the attention softmaxes went into MultiHeadAttention
+    x = torch.randn(2, 1, *patch)
+    with torch.no_grad():
+        ref = net(x).numpy()
+    assert _rel(_ort(fused.model, x), ref) < 1e-4 and _rel(_ort(standard.model, x), ref) < 1e-4
 
 
 class _DivergesInExport(nn.Module):

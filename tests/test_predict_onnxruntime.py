@@ -70,6 +70,7 @@ def test_export_records_the_model_in_the_onnx_metadata(demo):
     assert (meta["trainer"], meta["configuration"], meta["fold"]) == (TRAINER_2D, "2d", 0)
     assert meta["checkpoint_sha256"] == file_sha256(folder / "fold_0" / "checkpoint_final.pth")
     assert meta["parity"]["max_rel"] <= 1e-4 and meta["parity"]["checks"][0]["shape"] == [1, 1, 64, 64]
+    assert meta["target"] == "onnxruntime" and isinstance(meta["onnxruntime_fusions"], dict)
 
 
 def test_predict_onnxruntime_matches_nnunetv2_predict_2d(demo, tmp_path):

@@ -109,7 +109,7 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
 
     folder = locate_model_folder(args.dataset, args.configuration, args.trainer, args.plans)
     out = export_onnx(folder, args.fold, Path(args.output), checkpoint=args.checkpoint, spatial=args.spatial,
-                      tolerance=args.tolerance, overwrite=args.overwrite)
+                      tolerance=args.tolerance, overwrite=args.overwrite, target=args.target)
     print(f"Written to {out}")
     return 0
 
@@ -137,6 +137,10 @@ def _add_export_onnx(sub) -> None:
     p.add_argument("--spatial", choices=["dynamic", "fixed"], default="dynamic",
                    help="dynamic: any size that is a multiple of the total stride (default); fixed: the planned "
                         "patch only (what nnU-Net's sliding window feeds; exports 2-4x faster)")
+    p.add_argument("--target", choices=["onnxruntime", "standard"], default="onnxruntime",
+                   help="onnxruntime: with ONNX Runtime's fused operators (com.microsoft MultiHeadAttention, "
+                        "SkipLayerNormalization, ...), faster, runs in ONNX Runtime only (default); standard: "
+                        "standard ONNX operators only, for other runtimes")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest accepted ONNX Runtime vs PyTorch difference, relative (default 1e-4)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.onnx if it exists")

@@ -18,7 +18,8 @@ planned patch, so ``spatial="fixed"`` is what ``predict --backend onnxruntime`` 
 
 The optimiser that ``torch.onnx.export`` runs by default (onnxscript's pattern rewriter) took most of the export
 time (~100 s for a small 2D LM-Net on 2 cores) and ONNX Runtime applies its own graph optimisations when it loads
-the model; here only constant folding and dead-node removal run.
+the model; here only constant folding and dead-node removal run, then (``target="onnxruntime"``, the default)
+onnxscript's rewriter to ONNX Runtime's fused operators (``onnx_fusions``).
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..inference.deploy_extra import require_deploy
+from .onnx_fusions import TARGETS, fuse_for_onnxruntime
 from .onnx_metadata import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_TOLERANCE = 1e-4
@@ -42,6 +44,8 @@ class OnnxExport:
     min_spatial_size: list[int]
     parity: dict
     seconds: float
+    target: str = "onnxruntime"
+    fusions: dict | None = None  # ONNX Runtime fusions applied (target onnxruntime), by name
 
     @property
     def spatial_shape(self) -> str:
@@ -101,7 +105,7 @@ def _min_spatial_size(exported, patch: list[int]) -> list[int]:
     return out
 
 
-def _to_onnx(net, example, multiples: list[int | None]):
+def _to_onnx(net, example, multiples: list[int | None], target: str = "onnxruntime"):
     import onnxscript.optimizer
     import torch
 
@@ -117,7 +121,8 @@ def _to_onnx(net, example, multiples: list[int | None]):
                                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME])
     onnxscript.optimizer.fold_constants(program.model)
     onnxscript.optimizer.remove_unused_nodes(program.model)
-    return program.model_proto, minimum
+    fusions = fuse_for_onnxruntime(program.model) if target == "onnxruntime" else {}
+    return program.model_proto, minimum, fusions
 
 
 def ort_session(model_bytes: bytes, threads: int | None = None, providers=None):
@@ -154,13 +159,15 @@ def _parity_shapes(patch: list[int], channels: int, multiples: list[int | None])
 
 
 def export_network(network, patch_size, num_input_channels: int, stride: list[int], spatial: str = "dynamic",
-                   tolerance: float = DEFAULT_TOLERANCE, log=print) -> OnnxExport:
+                   tolerance: float = DEFAULT_TOLERANCE, log=print, target: str = "onnxruntime") -> OnnxExport:
     """Export `network` (the predictor's, eval) and check it in ONNX Runtime; UserError above `tolerance`."""
     import torch
 
     require_deploy("ONNX export")
     if spatial not in SPATIAL_MODES:
         raise ValueError(f"spatial must be one of {SPATIAL_MODES}, got {spatial!r}")
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     patch = [int(p) for p in patch_size]
     bad = [f"{p} (stride {s})" for p, s in zip(patch, stride) if p % s]
     if bad:
@@ -173,7 +180,9 @@ def export_network(network, patch_size, num_input_channels: int, stride: list[in
     multiples = spatial_multiples(network, patch, stride, spatial)
     log(f"Exporting {type(network).__name__} with torch.export (patch {patch}, spatial axes: "
         + ", ".join("fixed" if m is None else f"multiples of {m}" for m in multiples) + ") ...")
-    model, minimum = _to_onnx(net, example, multiples)
+    model, minimum, fusions = _to_onnx(net, example, multiples, target)
+    if fusions:
+        log("ONNX Runtime fusions: " + ", ".join(f"{name} x{n}" for name, n in fusions.items()))
     session = ort_session(model.SerializeToString())
     checks = [parity(session, network, shape) for shape in _parity_shapes(patch, num_input_channels, multiples)]
     worst = max(checks, key=lambda c: c["max_rel"])
@@ -186,12 +195,12 @@ def export_network(network, patch_size, num_input_channels: int, stride: list[in
             f"ONNX Runtime's output differs from PyTorch's by {worst['max_rel']:.3g} relative (max abs "
             f"{worst['max_abs']:.3g}) on input {worst['shape']}, more than the limit {tolerance:g}"
             + (f" ({worst['note']})" if "note" in worst else "") + ": the ONNX file was not written.")
-    return OnnxExport(model, multiples, minimum, result, time.perf_counter() - start)
+    return OnnxExport(model, multiples, minimum, result, time.perf_counter() - start, target, fusions)
 
 
 # --------------------------------------------------------------------------------------------- from a model folder
 def export_fold(predictor, model, fold_index: int, spatial: str = "fixed", tolerance: float = DEFAULT_TOLERANCE,
-                log=print):
+                log=print, target: str = "onnxruntime"):
     """The ONNX model (ModelProto, metadata attached) of the `fold_index`-th fold loaded into `predictor`."""
     from ..inference.predictor import total_stride
     from .onnx_metadata import attach_metadata, build_metadata
@@ -202,10 +211,10 @@ def export_fold(predictor, model, fold_index: int, spatial: str = "fixed", toler
     network.eval()
     channels = _input_channels(predictor)
     done = export_network(network, predictor.configuration_manager.patch_size, channels,
-                          total_stride(predictor.configuration_manager), spatial, tolerance, log)
+                          total_stride(predictor.configuration_manager), spatial, tolerance, log, target)
     info = {"num_input_channels": channels, "spatial_shape": done.spatial_shape,
             "spatial_multiple": done.spatial_multiple, "min_spatial_size": done.min_spatial_size,
-            "parity": done.parity}
+            "parity": done.parity, "target": done.target, "onnxruntime_fusions": done.fusions}
     attach_metadata(done.model, build_metadata(predictor, model, fold, type(network).__name__, info))
     log(f"Exported fold {fold} in {done.seconds:.0f} s.")
     return done.model
@@ -220,7 +229,7 @@ def _input_channels(predictor) -> int:
 
 def export_onnx(model_folder: Path, fold, out: Path, checkpoint: str = "checkpoint_final.pth",
                 spatial: str = "dynamic", tolerance: float = DEFAULT_TOLERANCE, overwrite: bool = False,
-                log=print) -> Path:
+                log=print, target: str = "onnxruntime") -> Path:
     """`nnunet-lmnet export-onnx`: check the folder, load the predictor, export, check parity, write `out`."""
     from ..inference.model_folder import check_model_folder
     from ..inference.predictor import load_predictor
@@ -233,7 +242,7 @@ def export_onnx(model_folder: Path, fold, out: Path, checkpoint: str = "checkpoi
     refuse_existing([out], overwrite)  # before the export's minutes, not after
     model = check_model_folder(Path(model_folder), [fold], checkpoint)
     predictor = load_predictor(model, allow_compile=False)
-    proto = export_fold(predictor, model, 0, spatial, tolerance, log)
+    proto = export_fold(predictor, model, 0, spatial, tolerance, log, target)
     with atomic_path(out) as tmp:
         tmp.write_bytes(proto.SerializeToString())
     return out

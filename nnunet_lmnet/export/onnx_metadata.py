@@ -68,6 +68,9 @@ def build_metadata(predictor, model, fold, network_class: str, export_info: dict
         "spatial_multiple": export_info["spatial_multiple"],
         "min_spatial_size": export_info["min_spatial_size"],
         "parity": export_info["parity"],
+        # "onnxruntime": ONNX Runtime's fused (com.microsoft) operators, runs in ONNX Runtime only; "standard"
+        "target": export_info["target"],
+        "onnxruntime_fusions": export_info["onnxruntime_fusions"],
         "versions": _versions(),
         "plans": predictor.plans_manager.plans,
         "dataset_json": predictor.dataset_json,
