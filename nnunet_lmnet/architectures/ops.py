@@ -6,10 +6,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from .max_pool import MaxPool2d, MaxPool3d
+
 _CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 _BATCH_NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _INSTANCE_NORM = {1: nn.InstanceNorm1d, 2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
-_MAX_POOL = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}
+_MAX_POOL = {1: nn.MaxPool1d, 2: MaxPool2d, 3: MaxPool3d}
 _INTERP = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
