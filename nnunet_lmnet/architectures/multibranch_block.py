@@ -117,7 +117,17 @@ class MultiBranchBlock(nn.Module):
         if not self.training and self.fuse_in_eval:
             kernel, bias = self.fused_weights()
             return depthwise_conv(t, kernel.to(t.dtype), bias.to(t.dtype), same_padding(self.fused_kernel_size))
-        return sum(branch(t) for branch in self.branches.values())
+        return self._branch_sum(t)
+
+    def _branch_sum(self, t: torch.Tensor) -> torch.Tensor:
+        # The branches' BN outputs are summed into the first one in place: sum() would write four new maps
+        # (0 + b0, then one per add), each a fresh allocation the CPU page-faults in. Nothing saves a BN output
+        # for backward, so autograd allows it; same additions in the same order, bit-identical.
+        branches = iter(self.branches.values())
+        total = next(branches)(t)
+        for branch in branches:
+            total.add_(branch(t))
+        return total
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self._depthwise(self.expand(x))
