@@ -422,14 +422,18 @@ def _export_form(q, k, v, rpb, kernel, scale):
     starts = _window_starts(spatial, kernel, q.device)
 
     def neighbours(x):
-        def visit(t, axis):
-            if axis == nd:
-                yield t
-                return
-            for o in range(kernel[axis]):
-                moved = t if kernel[axis] == 1 else t.index_select(_FIRST_SPATIAL_AXIS + axis, starts[axis] + o)
-                yield from visit(moved, axis + 1)
-        return visit(x, 0)
+        # Gathers along the last spatial axis first (k_last of them), the first axis last (prod(k) of them): in
+        # ONNX Runtime a Gather on an outer axis copies whole rows, on the innermost one single elements, so the
+        # many gathers go where they are cheap. Yielded in row-major offset order all the same.
+        gathered = {(): x}
+        for axis in reversed(range(nd)):
+            step = {}
+            for offsets, t in gathered.items():
+                for o in range(kernel[axis]):
+                    moved = t if kernel[axis] == 1 else t.index_select(_FIRST_SPATIAL_AXIS + axis, starts[axis] + o)
+                    step[(o, *offsets)] = moved
+            gathered = step
+        return (gathered[offsets] for offsets in sorted(gathered))
 
     logits = torch.stack([(q_scaled * k_n).sum(2) for k_n in neighbours(planar[1])])  # (prod(k), B, heads, *S)
     if rpb is not None:
