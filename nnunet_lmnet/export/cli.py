@@ -137,7 +137,9 @@ def _add_export_onnx(sub) -> None:
     p.add_argument("--spatial", choices=["dynamic", "fixed"], default="dynamic",
                    help="dynamic: any size that is a multiple of the total stride (default); fixed: the planned "
                         "patch only (what nnU-Net's sliding window feeds; exports 2-4x faster)")
-    p.add_argument("--target", choices=["onnxruntime", "standard"], default="onnxruntime",
+    from .onnx_fusions import DEFAULT_TARGET, TARGETS  # standard library only at import time
+
+    p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
                    help="onnxruntime: with ONNX Runtime's fused operators (com.microsoft MultiHeadAttention, "
                         "SkipLayerNormalization, ...), faster, runs in ONNX Runtime only (default); standard: "
                         "standard ONNX operators only, for other runtimes")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..inference.deploy_extra import require_deploy
-from .onnx_fusions import TARGETS, fuse_for_onnxruntime
+from .onnx_fusions import DEFAULT_TARGET, TARGETS, fuse_for_onnxruntime
 from .onnx_metadata import INPUT_NAME, OUTPUT_NAME
 
 DEFAULT_TOLERANCE = 1e-4
@@ -44,8 +44,8 @@ class OnnxExport:
     min_spatial_size: list[int]
     parity: dict
     seconds: float
-    target: str = "onnxruntime"
-    fusions: dict | None = None  # ONNX Runtime fusions applied (target onnxruntime), by name
+    target: str
+    fusions: dict  # ONNX Runtime fusions applied (target onnxruntime), by name; empty for "standard"
 
     @property
     def spatial_shape(self) -> str:
@@ -105,7 +105,7 @@ def _min_spatial_size(exported, patch: list[int]) -> list[int]:
     return out
 
 
-def _to_onnx(net, example, multiples: list[int | None], target: str = "onnxruntime"):
+def _to_onnx(net, example, multiples: list[int | None], target: str):
     import onnxscript.optimizer
     import torch
 
@@ -159,7 +159,7 @@ def _parity_shapes(patch: list[int], channels: int, multiples: list[int | None])
 
 
 def export_network(network, patch_size, num_input_channels: int, stride: list[int], spatial: str = "dynamic",
-                   tolerance: float = DEFAULT_TOLERANCE, log=print, target: str = "onnxruntime") -> OnnxExport:
+                   tolerance: float = DEFAULT_TOLERANCE, log=print, target: str = DEFAULT_TARGET) -> OnnxExport:
     """Export `network` (the predictor's, eval) and check it in ONNX Runtime; UserError above `tolerance`."""
     import torch
 
@@ -200,7 +200,7 @@ def export_network(network, patch_size, num_input_channels: int, stride: list[in
 
 # --------------------------------------------------------------------------------------------- from a model folder
 def export_fold(predictor, model, fold_index: int, spatial: str = "fixed", tolerance: float = DEFAULT_TOLERANCE,
-                log=print, target: str = "onnxruntime"):
+                log=print, target: str = DEFAULT_TARGET):
     """The ONNX model (ModelProto, metadata attached) of the `fold_index`-th fold loaded into `predictor`."""
     from ..inference.predictor import total_stride
     from .onnx_metadata import attach_metadata, build_metadata
@@ -229,7 +229,7 @@ def _input_channels(predictor) -> int:
 
 def export_onnx(model_folder: Path, fold, out: Path, checkpoint: str = "checkpoint_final.pth",
                 spatial: str = "dynamic", tolerance: float = DEFAULT_TOLERANCE, overwrite: bool = False,
-                log=print, target: str = "onnxruntime") -> Path:
+                log=print, target: str = DEFAULT_TARGET) -> Path:
     """`nnunet-lmnet export-onnx`: check the folder, load the predictor, export, check parity, write `out`."""
     from ..inference.model_folder import check_model_folder
     from ..inference.predictor import load_predictor

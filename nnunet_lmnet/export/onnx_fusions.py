@@ -15,6 +15,7 @@ The export's parity check runs on the final (fused) graph either way.
 from __future__ import annotations
 
 TARGETS = ("onnxruntime", "standard")
+DEFAULT_TARGET = TARGETS[0]
 CONTRIB_DOMAIN = "com.microsoft"
 
 
