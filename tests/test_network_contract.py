@@ -111,14 +111,20 @@ def test_autocast_cpu_is_finite(arch, dtype, geometry, patch):
     net, _ = _build(arch, geometry, patch, 3, 2, ds=True)
     x = torch.randn(2, 3, *patch) * 50  # large inputs stress attention logits
     target = torch.randint(0, 2, (2, *patch))
-    with torch.autocast("cpu", dtype=dtype):
-        outs = net(x)
-        loss = torch.nn.functional.cross_entropy(outs[0].float(), target)
-    assert outs[0].dtype == dtype  # autocast really ran the network in reduced precision
-    assert all(torch.isfinite(o).all() for o in outs)
-    assert torch.isfinite(loss)
-    loss.backward()
-    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    # PyTorch 2.14's oneDNN bf16 Conv3d weight gradient is garbage (up to 1e37, varying run to run) when the
+    # input's first spatial axis is exactly 2, as at LGMSNet's deepest anisotropic stage here; outputs and input
+    # gradients are right, and nnU-Net never autocasts on CPU. PyTorch's native kernels are right: use them, in
+    # forward too (LM-Net's recomputation in backward must see the same kernels as its forward).
+    with torch.backends.mkldnn.flags(enabled=dtype != torch.bfloat16 or len(patch) == 2):
+        with torch.autocast("cpu", dtype=dtype):
+            outs = net(x)
+            loss = torch.nn.functional.cross_entropy(outs[0].float(), target)
+        assert outs[0].dtype == dtype  # autocast really ran the network in reduced precision
+        assert all(torch.isfinite(o).all() for o in outs)
+        assert torch.isfinite(loss)
+        loss.backward()
+    bad = [n for n, p in net.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"non-finite parameter gradients: {bad[:5]}"
 
 
 @pytest.mark.parametrize("arch", ARCHS)
