@@ -104,6 +104,31 @@ def test_block_fusion_is_exact(kernel):
     torch.testing.assert_close(deployed, ref, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 3, 3)])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_in_place_inference_form_equals_autograd_form(kernel, layout, mode):
+    """Without autograd the block overwrites its intermediate maps: bit-identical to the autograd form, and the
+    block's input (which the shortcut reads last) is left untouched."""
+    torch.manual_seed(0)
+    block = MultiBranchBlock(8, 16, 8, kernel)
+    _randomize_bn(block)
+    block.train(mode == "train")
+    x = torch.randn(2, 8, *([6] * len(kernel)), dtype=torch.float64)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+    block = block.double()
+    kept = x.clone()
+    bn_state = {k: v.clone() for k, v in block.state_dict().items()}
+    with torch.no_grad():
+        in_place = block(x)
+    block.load_state_dict(bn_state)  # train mode: the first call moved the running statistics
+    with_autograd = block(x.clone().requires_grad_())
+    assert in_place.abs().max() > 0.1
+    assert torch.equal(in_place, with_autograd.detach())
+    assert torch.equal(x, kept)
+
+
 def test_fusion_leaves_state_dict_in_training_form():
     block = MultiBranchBlock(4, 8, 4, (3, 3))
     keys = list(block.state_dict())

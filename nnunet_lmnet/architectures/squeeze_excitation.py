@@ -20,7 +20,10 @@ class SqueezeExcitation(nn.Module):
         nn.init.kaiming_normal_(self.reduce.weight)
         nn.init.kaiming_normal_(self.expand.weight)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-channel scale (N, C, 1, ...) that forward multiplies x by."""
         s = x.mean(dim=tuple(range(2, x.ndim)), keepdim=True)
-        s = F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
-        return x * s
+        return F.hardsigmoid(self.expand(F.relu(self.reduce(s))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
