@@ -12,7 +12,7 @@ import torch
 
 from nnunet_lmnet.architectures.lgmsnet import LGMSNet
 from nnunet_lmnet.architectures.lmnet import LMNet
-from nnunet_lmnet.architectures.recompute import observe_kept, recompute
+from nnunet_lmnet.architectures.recompute import in_discarded_forward, observe_kept, recompute
 from nnunet_lmnet.benchmark.saved_activations import saved_bytes
 
 ANISO_STRIDES = [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]]
@@ -199,3 +199,31 @@ def test_lean_forms_keep_what_the_targets_allow(kind):
     for arch, (low, high) in zip(("lmnet", "lgmsnet"), ranges):
         ratio = saved[arch] / saved["default"]
         assert low < ratio <= high, (arch, round(ratio, 3))
+
+
+def test_attention_keeps_its_weights_only_in_the_recomputation(monkeypatch):
+    """In the first forward of a recomputed block autograd drops what the attention saves, so it computes no
+    attention weights to keep there (3D: 27 maps per query map); the recomputation in backward keeps them, and
+    the gradients are those of the plain block."""
+    import nnunet_lmnet.architectures.neighborhood_attention as na
+
+    calls = []
+    real = na._attention_forward
+
+    def spy(*args, keep_weights):
+        calls.append(keep_weights)
+        return real(*args, keep_weights=keep_weights)
+
+    monkeypatch.setattr(na, "_attention_forward", spy)
+    torch.manual_seed(0)
+    block = na.NeighborhoodAttention(8, 2, 3, spatial_dims=2)
+    x = torch.randn(2, 6, 7, 8, requires_grad=True)
+    grad_out = torch.randn(2, 6, 7, 8)
+    plain = torch.autograd.grad(block(x), [x, *block.parameters()], grad_out)
+    assert calls == [True]
+    calls.clear()
+    lean = torch.autograd.grad(recompute(block, block, x), [x, *block.parameters()], grad_out)
+    assert calls == [False, True]  # first forward, then the recomputation
+    assert not in_discarded_forward()
+    for got, want in zip(lean, plain):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -25,6 +25,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .recompute import in_discarded_forward
+
 __all__ = ["neighborhood_attention", "NeighborhoodAttention"]
 
 _FIRST_SPATIAL_AXIS = 3  # inside the kernel q, k, v are "planar": (B, heads, head_dim, *spatial)
@@ -310,7 +312,11 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, rpb, kernel, scale):
-        out, attn = _attention_forward(q, k, v, rpb, kernel, scale, keep_weights=True)
+        discarded = in_discarded_forward()  # the first forward of a recomputed block: backward never sees attn
+        out, attn = _attention_forward(q, k, v, rpb, kernel, scale, keep_weights=not discarded)
+        if discarded:  # same shape and dtype for checkpoint's metadata check, no memory, no work
+            attn = q.new_zeros((), dtype=torch.promote_types(q.dtype, torch.float32)).expand(
+                math.prod(kernel), *q.shape[:-1])
         ctx.save_for_backward(q, k, v, attn)
         ctx.kernel, ctx.scale = kernel, scale
         ctx.rpb_meta = None if rpb is None else (rpb.shape, rpb.dtype)

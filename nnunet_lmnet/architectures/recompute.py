@@ -63,12 +63,21 @@ def _depth() -> int:
 
 
 @contextlib.contextmanager
-def _inside() -> Iterator[None]:
+def _inside(discarded: bool) -> Iterator[None]:
     _state.depth = _depth() + 1
+    outer, _state.discarded = in_discarded_forward(), discarded
     try:
         yield
     finally:
         _state.depth -= 1
+        _state.discarded = outer
+
+
+def in_discarded_forward() -> bool:
+    """True inside the first forward of a recomputed block, whose saved tensors autograd drops (they come from
+    the recomputation in backward). An autograd Function may then save placeholders of the same shapes instead
+    of tensors that cost work to produce only for backward."""
+    return getattr(_state, "discarded", False)
 
 
 def should_recompute(module: nn.Module, enabled: bool) -> bool:
@@ -97,7 +106,7 @@ def recompute(fn: Callable[..., torch.Tensor], module: nn.Module, *inputs: torch
         nonlocal calls
         calls += 1
         restore = _running_stats_restored(norms) if calls > 1 else contextlib.nullcontext()
-        with restore, _inside():
+        with restore, _inside(discarded=calls == 1):
             return fn(*args)
 
     return checkpoint(body, *inputs, use_reentrant=False, preserve_rng_state=True)
