@@ -193,3 +193,52 @@ def test_reparameterize_keeps_dtype(dtype):
     assert {p.dtype for p in net.parameters()} == {dtype}
     tol = 1e-12 if dtype == torch.float64 else 5e-2
     torch.testing.assert_close(after, before, rtol=tol, atol=tol)
+
+
+def _batch_norm_calls(module) -> list:
+    calls = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.register_forward_hook(lambda mod, i, o: calls.append(mod))
+    return calls
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (1, 3, 3)])
+def test_eval_forms_fold_every_batch_norm(kernel):
+    """In eval mode the multi-branch block runs no BatchNorm at all: the expand conv's BN is folded into it as
+    the branches' are into the fused depthwise conv; same values as the BN-running form (float64)."""
+    torch.manual_seed(0)
+    block = MultiBranchBlock(8, 16, 8, kernel).double()
+    _randomize_bn(block)
+    block.eval()
+    calls = _batch_norm_calls(block)
+    x = torch.randn(2, 8, *([6] * len(kernel)), dtype=torch.float64)
+    with torch.no_grad():
+        block.fuse_in_eval = False
+        ref = block(x)
+        assert len(calls) == 1 + len(block.branches)
+        calls.clear()
+        block.fuse_in_eval = True
+        folded = block(x)
+    assert calls == []
+    torch.testing.assert_close(folded, ref, rtol=0, atol=1e-12)
+
+
+def test_local_pyramid_folds_its_batch_norm_in_eval():
+    from nnunet_lmnet.architectures.lmnet_transformers import LocalPyramid
+
+    torch.manual_seed(0)
+    pyramid = LocalPyramid([12, 24, 48], 1, (3, 3), (2, 2), True, True).double()
+    _randomize_bn(pyramid)
+    calls = _batch_norm_calls(pyramid)
+    finer, same, coarser = (torch.randn(2, c, s, s, dtype=torch.float64) for c, s in ((12, 16), (24, 8), (48, 4)))
+    pyramid.eval()
+    with torch.no_grad():
+        folded = pyramid(finer, same, coarser)
+        assert calls == []
+        parts = [pyramid.finer(finer), pyramid.same(same),
+                 pyramid.coarser(torch.nn.functional.interpolate(coarser, size=(8, 8), mode="bilinear",
+                                                                 align_corners=True))]
+        ref = pyramid.fuse(torch.cat(parts, 1))  # conv, BN with running statistics, GELU
+    assert len(calls) == 1
+    torch.testing.assert_close(folded, ref, rtol=0, atol=1e-12)

@@ -359,3 +359,16 @@ def test_function_errors():
         neighborhood_attention(q[0, 0], q[0, 0], q[0, 0], 3)
     with pytest.raises(ValueError, match="odd"):
         neighborhood_attention(q, q, q, (3, 2))
+
+
+@pytest.mark.parametrize("spatial", [(6, 7), (3, 6, 5)], ids=["2d", "3d"])
+def test_batch_of_one_lays_out_qkv_as_the_general_permute(spatial):
+    """A batch of one (nnU-Net's sliding window) lays q, k, v out by a 2-D transpose, larger batches by a permute:
+    the same tensor, bit for bit."""
+    qkv = torch.randn(1, *spatial, 3 * 4 * 2, dtype=torch.float64)
+    fast = na_module._planar_qkv(qkv, 4, 2)
+    general = na_module._planar_qkv(qkv, 4, 2, transpose_2d=False)
+    assert fast.shape == (3, 1, 4, 2, *spatial) and fast.is_contiguous()
+    assert torch.equal(fast, general)
+    # channel c = part * 8 + head * 2 + d, as the module splits it
+    assert torch.equal(general[1, 0, 3, 1], qkv[0, ..., 8 + 3 * 2 + 1])

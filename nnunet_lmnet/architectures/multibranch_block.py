@@ -28,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .depthwise import depthwise_conv, depthwise_conv_nd
-from .ops import batch_norm_nd, conv_nd, same_padding
-from .pointwise import pointwise_conv_nd
+from .ops import batch_norm_nd, conv_nd, fold_bn, same_padding
+from .pointwise import pointwise_conv_nd, pointwise_conv_with
 from .recompute import recompute as recompute_block
 from .squeeze_excitation import SqueezeExcitation
 
@@ -44,13 +44,6 @@ def branch_kernels(kernel_size: Sequence[int], large: int = 5) -> dict[str, tupl
         if v == 3:
             kernels[f"axial{axis}"] = tuple(3 if a == axis else 1 for a in range(len(k)))
     return kernels
-
-
-def fold_bn(weight: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fold an eval-mode BN that follows a bias-free conv into (kernel, bias)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shape = (-1,) + (1,) * (weight.ndim - 1)
-    return weight * scale.reshape(shape), bn.bias - bn.running_mean * scale
 
 
 def embed_centred(kernel: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -111,6 +104,15 @@ class MultiBranchBlock(nn.Module):
             bias = bias + b
         return kernel, bias
 
+    def _expand_conv_bn(self, x: torch.Tensor) -> torch.Tensor:
+        """The 1x1 expand conv and its BN; in eval mode (fused forms) as one conv with the BN folded in: one pass
+        over the widest map fewer, the same affine map."""
+        conv, bn, _ = self.expand
+        if self.training or not (self.fuse_in_eval or self.fused is not None):
+            return bn(conv(x))
+        weight, bias = fold_bn(conv.weight, bn, conv.bias)
+        return pointwise_conv_with(x, weight.to(x.dtype), bias.to(x.dtype))
+
     def _depthwise(self, t: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
             return self.fused(t)
@@ -132,15 +134,14 @@ class MultiBranchBlock(nn.Module):
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
             return self._forward_in_place(x)
-        t = self._depthwise(self.expand(x))
+        t = self._depthwise(self.expand[2](self._expand_conv_bn(x)))
         return self.pointwise(self.se(F.gelu(t))) + self.shortcut(x)
 
     def _forward_in_place(self, x: torch.Tensor) -> torch.Tensor:
         # Inference (no autograd): each element-wise step overwrites the fresh map it reads instead of writing a
         # new one. Same ops in the same order, bit-identical; four full-size maps fewer per block (each one the
         # CPU page-faults in). The input x is only read: the shortcut needs it last.
-        conv, bn, _ = self.expand
-        t = self._depthwise(F.hardswish(bn(conv(x)), inplace=True))
+        t = self._depthwise(F.hardswish(self._expand_conv_bn(x), inplace=True))
         t = torch.ops.aten.gelu_(t)
         t = t.mul_(self.se.gate(t))
         return self.pointwise(t).add_(self.shortcut(x))

@@ -67,3 +67,12 @@ def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     if x.device.type != "cpu" or x.ndim not in (4, 5):
         return x
     return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
+
+
+def fold_bn(weight: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm,
+            conv_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold an eval-mode BN that follows a conv (bias-free unless `conv_bias`) into (kernel, bias)."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    centred = -bn.running_mean if conv_bias is None else conv_bias - bn.running_mean
+    return weight * scale.reshape(shape), bn.bias + centred * scale

@@ -14,14 +14,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+_CONV_FN = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}
 
 
-def pointwise_conv(x: torch.Tensor, conv: nn.modules.conv._ConvNd) -> torch.Tensor:
+def pointwise_conv_with(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The 1x1 convolution of x with `weight` (cout, cin, 1, ...) and `bias`."""
     layout = _CHANNELS_LAST.get(x.ndim)
     if (x.device.type == "cpu" and layout is not None and x.is_contiguous(memory_format=layout)
             and not torch.compiler.is_exporting()):  # an exported graph (ONNX) has no memory layout: one Conv op
-        return F.linear(x.movedim(1, -1), conv.weight.flatten(1), conv.bias).movedim(-1, 1)
-    return conv._conv_forward(x, conv.weight, conv.bias)
+        return F.linear(x.movedim(1, -1), weight.flatten(1), bias).movedim(-1, 1)
+    return _CONV_FN[x.ndim](x, weight, bias)
+
+
+def pointwise_conv(x: torch.Tensor, conv: nn.modules.conv._ConvNd) -> torch.Tensor:
+    return pointwise_conv_with(x, conv.weight, conv.bias)
 
 
 class _PointwiseForward:
