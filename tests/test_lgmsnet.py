@@ -342,3 +342,39 @@ def test_modules_do_not_import_nnunetv2():
 
 def test_expected_sizes_helper():
     assert expected_sizes((16, 48, 48), ANISO_STRIDES) == [(16, 48, 48), (16, 24, 24), (8, 12, 12), (4, 6, 6)]
+
+
+def _randomized_bn_calls(module) -> list:
+    """Random BN statistics and affine parameters (so folding them is visible); returns the list BN calls land in."""
+    g = torch.Generator().manual_seed(5)
+    calls = []
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.2)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+            m.register_forward_hook(lambda mod, i, o: calls.append(mod))
+    return calls
+
+
+@pytest.mark.parametrize("unit", ["conv-norm-act", "fusion"])
+def test_eval_units_fold_their_batch_norms(unit):
+    """In eval mode a conv-norm-act unit folds its BN into the conv, the decoder fusion its two inner BNs into the
+    1x1 convs after them; same values as the BN-running form (float64), and those BNs do not run."""
+    from nnunet_lmnet.architectures.lgms_layers import ConvNormAct, FusionConv
+
+    torch.manual_seed(0)
+    module = (ConvNormAct(2, 6, 8, 3, bias=True) if unit == "conv-norm-act" else FusionConv(2, 8, 4)).double()
+    calls = _randomized_bn_calls(module)
+    module.eval()
+    x = torch.randn(2, module[0].in_channels, 9, 10, dtype=torch.float64)
+    with torch.no_grad():
+        folded = module(x)
+        folded_calls = list(calls)
+        calls.clear()
+        ref = torch.nn.Sequential.forward(module, x)  # layer by layer, BN with running statistics
+    assert len(calls) == (1 if unit == "conv-norm-act" else 3)
+    assert folded_calls == ([] if unit == "conv-norm-act" else [module[8]])
+    assert ref.abs().max() > 0.1
+    torch.testing.assert_close(folded, ref, rtol=0, atol=1e-12)

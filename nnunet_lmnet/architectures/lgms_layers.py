@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import batch_norm_nd, conv_nd, instance_norm_nd, interpolation_mode, same_padding
+from .ops import batch_norm_nd, conv_nd, fold_bn, instance_norm_nd, interpolation_mode, same_padding
 
 NORMS = ("batch", "instance", "instance_affine")
 
@@ -68,6 +68,19 @@ class ConvNormAct(nn.Sequential):
             layers.append(act())
         super().__init__(*layers)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, norm = self[0], self[1]
+        if self.training or not _foldable(norm):
+            return super().forward(x)
+        # eval with BatchNorm: folded into the conv, one pass over the map fewer, the same affine map
+        y = conv._conv_forward(x, *fold_bn(conv.weight, norm, conv.bias))
+        return self[2](y) if len(self) > 2 else y
+
+
+def _foldable(norm: nn.Module) -> bool:
+    """An affine BatchNorm with running statistics (InstanceNorm normalises per sample: nothing to fold)."""
+    return (isinstance(norm, nn.modules.batchnorm._BatchNorm) and norm.affine and norm.running_mean is not None)
+
 
 class UpConv(nn.Module):
     """Interpolate to the skip's exact size, then 3x3 conv (bias) -> norm -> ReLU.
@@ -110,3 +123,23 @@ class FusionConv(nn.Sequential):
             nn.GELU(),
             make_norm(norm, dim, out_channels),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or not (_foldable(self[2]) and _foldable(self[5])):
+            return super().forward(x)
+        # eval with BatchNorm: the two inner norms folded into the 1x1 convs after them (the last one has no conv
+        # after it); two passes over the widest maps fewer, the same affine maps
+        y = self[1](self[0](x))
+        y = self[4](_norm_then_pointwise(self[2], self[3], y))
+        return self[8](self[7](_norm_then_pointwise(self[5], self[6], y)))
+
+
+def _norm_then_pointwise(norm: nn.modules.batchnorm._BatchNorm, conv: nn.modules.conv._ConvNd,
+                         x: torch.Tensor) -> torch.Tensor:
+    """conv(norm(x)) as one conv, for an eval BatchNorm before an unpadded 1x1 conv: the norm's per-channel scale
+    goes into the conv's input columns, its shift through the weights into the bias."""
+    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    shift = norm.bias - norm.running_mean * scale
+    weight = conv.weight * scale.reshape(1, -1, *([1] * (conv.weight.ndim - 2)))
+    bias = conv.weight.flatten(1) @ shift
+    return conv._conv_forward(x, weight, bias if conv.bias is None else conv.bias + bias)
