@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from batch_norm_helpers import batch_norm_calls, randomize_bn
+
 from nnunet_lmnet.architectures import lgmsnet as lgmsnet_module
 from nnunet_lmnet.architectures.gms_block import GMSBlock
 from nnunet_lmnet.architectures.gms_transformer import (
@@ -344,20 +346,6 @@ def test_expected_sizes_helper():
     assert expected_sizes((16, 48, 48), ANISO_STRIDES) == [(16, 48, 48), (16, 24, 24), (8, 12, 12), (4, 6, 6)]
 
 
-def _randomized_bn_calls(module) -> list:
-    """Random BN statistics and affine parameters (so folding them is visible); returns the list BN calls land in."""
-    g = torch.Generator().manual_seed(5)
-    calls = []
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.2)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
-            m.register_forward_hook(lambda mod, i, o: calls.append(mod))
-    return calls
-
-
 @pytest.mark.parametrize("unit", ["conv-norm-act", "fusion"])
 def test_eval_units_fold_their_batch_norms(unit):
     """In eval mode a conv-norm-act unit folds its BN into the conv, the decoder fusion its two inner BNs into the
@@ -366,7 +354,8 @@ def test_eval_units_fold_their_batch_norms(unit):
 
     torch.manual_seed(0)
     module = (ConvNormAct(2, 6, 8, 3, bias=True) if unit == "conv-norm-act" else FusionConv(2, 8, 4)).double()
-    calls = _randomized_bn_calls(module)
+    randomize_bn(module, seed=5)
+    calls = batch_norm_calls(module)
     module.eval()
     x = torch.randn(2, module[0].in_channels, 9, 10, dtype=torch.float64)
     with torch.no_grad():

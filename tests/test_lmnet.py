@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from batch_norm_helpers import batch_norm_calls, randomize_bn
+
 from nnunet_lmnet.architectures.lmnet import LMNet
 from nnunet_lmnet.architectures.multibranch_block import MultiBranchBlock, branch_kernels
 
@@ -75,21 +77,11 @@ def test_branch_kernels_reject_other_sizes():
         branch_kernels((5, 5))
 
 
-def _randomize_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.2)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
-
-
 @pytest.mark.parametrize("kernel", [(3, 3), (3, 3, 3), (1, 3, 3)])
 def test_block_fusion_is_exact(kernel):
     torch.manual_seed(0)
     block = MultiBranchBlock(8, 16, 8, kernel)
-    _randomize_bn(block)
+    randomize_bn(block)
     block.eval()
     x = torch.randn(2, 8, *([6] * len(kernel)))
     with torch.no_grad():
@@ -112,7 +104,7 @@ def test_in_place_inference_form_equals_autograd_form(kernel, layout, mode):
     block's input (which the shortcut reads last) is left untouched."""
     torch.manual_seed(0)
     block = MultiBranchBlock(8, 16, 8, kernel)
-    _randomize_bn(block)
+    randomize_bn(block)
     block.train(mode == "train")
     x = torch.randn(2, 8, *([6] * len(kernel)), dtype=torch.float64)
     if layout == "channels_last":
@@ -143,7 +135,7 @@ def test_fusion_works_after_syncbatchnorm_conversion():
     """DDP training converts BatchNorm to SyncBatchNorm; the fused eval path must read it the same way."""
     torch.manual_seed(0)
     block = MultiBranchBlock(4, 8, 4, (3, 3))
-    _randomize_bn(block)
+    randomize_bn(block)
     block.eval()
     x = torch.randn(1, 4, 7, 7)
     with torch.no_grad():
@@ -195,23 +187,15 @@ def test_reparameterize_keeps_dtype(dtype):
     torch.testing.assert_close(after, before, rtol=tol, atol=tol)
 
 
-def _batch_norm_calls(module) -> list:
-    calls = []
-    for m in module.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.register_forward_hook(lambda mod, i, o: calls.append(mod))
-    return calls
-
-
 @pytest.mark.parametrize("kernel", [(3, 3), (1, 3, 3)])
 def test_eval_forms_fold_every_batch_norm(kernel):
     """In eval mode the multi-branch block runs no BatchNorm at all: the expand conv's BN is folded into it as
     the branches' are into the fused depthwise conv; same values as the BN-running form (float64)."""
     torch.manual_seed(0)
     block = MultiBranchBlock(8, 16, 8, kernel).double()
-    _randomize_bn(block)
+    randomize_bn(block)
     block.eval()
-    calls = _batch_norm_calls(block)
+    calls = batch_norm_calls(block)
     x = torch.randn(2, 8, *([6] * len(kernel)), dtype=torch.float64)
     with torch.no_grad():
         block.fuse_in_eval = False
@@ -229,8 +213,8 @@ def test_local_pyramid_folds_its_batch_norm_in_eval():
 
     torch.manual_seed(0)
     pyramid = LocalPyramid([12, 24, 48], 1, (3, 3), (2, 2), True, True).double()
-    _randomize_bn(pyramid)
-    calls = _batch_norm_calls(pyramid)
+    randomize_bn(pyramid)
+    calls = batch_norm_calls(pyramid)
     finer, same, coarser = (torch.randn(2, c, s, s, dtype=torch.float64) for c, s in ((12, 16), (24, 8), (48, 4)))
     pyramid.eval()
     with torch.no_grad():
