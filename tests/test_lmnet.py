@@ -226,3 +226,21 @@ def test_local_pyramid_folds_its_batch_norm_in_eval():
         ref = pyramid.fuse(torch.cat(parts, 1))  # conv, BN with running statistics, GELU
     assert len(calls) == 1
     torch.testing.assert_close(folded, ref, rtol=0, atol=1e-12)
+
+
+def test_3d_inference_keeps_every_block_channels_last():
+    """In 3D PyTorch returns some dense convs (few input channels) channels-first; LM-Net's inference converts
+    back before each multi-branch block and each attention's tokens, so no block runs on channels-first maps."""
+    torch.manual_seed(0)
+    net = LMNet(1, 2, False, features_per_stage=(12, 24, 36, 48), strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+                kernel_sizes=[[3, 3, 3]] * 4).eval()
+    layouts = []
+    for m in net.modules():
+        if isinstance(m, MultiBranchBlock):
+            m.register_forward_pre_hook(
+                lambda mod, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last_3d)))
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        out = net(x)
+    assert len(layouts) == 12 and all(layouts), layouts
+    torch.testing.assert_close(out, net(x).detach(), rtol=0, atol=1e-5)  # the autograd eval form

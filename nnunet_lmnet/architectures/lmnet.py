@@ -21,7 +21,7 @@ import torch.nn as nn
 from .heads import make_seg_layers, select_outputs
 from .lmnet_transformers import GlobalFeatureTransformer, LocalFeatureTransformer, upsample_to
 from .multibranch_block import MultiBranchBlock
-from .ops import channels_last_on_cpu, conv_nd, same_padding
+from .ops import channels_last_in_inference, channels_last_on_cpu, conv_nd, same_padding
 from .stage_geometry import resolve_stage_geometry
 
 # Lean form (recompute=True): which blocks keep only their inputs and are recomputed in backward. Chosen from the
@@ -65,7 +65,7 @@ class LMNetDecoder(nn.Module):
         x = bottleneck
         outputs = []
         for i in reversed(range(len(skips))):
-            merged = self.up[i](upsample_to(x, skips[i].shape[2:])) + skips[i]
+            merged = channels_last_in_inference(self.up[i](upsample_to(x, skips[i].shape[2:])) + skips[i])
             x = self.blocks[i](merged)
             outputs.append(x)
         outputs.reverse()  # highest resolution first
@@ -140,7 +140,7 @@ class LMNet(nn.Module):
         x = channels_last_on_cpu(x)
         features = []
         for i, stage in enumerate(self.encoder_stages):
-            x = stage(x if i == 0 else self.downsample[i - 1](x))
+            x = stage(x if i == 0 else channels_last_in_inference(self.downsample[i - 1](x)))
             features.append(x)
         features.append(self.downsample[-1](x))  # bottleneck: strided conv only
         # the GFT's pooling and tokens leave its output channels-first: back to channels-last, or the whole

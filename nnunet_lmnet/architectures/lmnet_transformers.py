@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .neighborhood_attention import NeighborhoodAttention
-from .ops import batch_norm_nd, conv_nd, fold_bn, interpolation_mode, same_padding
+from .ops import batch_norm_nd, channels_last_in_inference, conv_nd, fold_bn, interpolation_mode, same_padding
 from .pointwise import pointwise_conv_nd
 from .recompute import recompute as recompute_block
 from .transformer import GlobalSelfAttention, PreNormTransformerLayer
@@ -116,7 +116,7 @@ class NeighborhoodTransformer(nn.Module):
         self.layer = PreNormTransformerLayer(width, attention, mlp_ratio, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _channels_first(self.layer(_channels_last(self.embed(x))))
+        return _channels_first(self.layer(_channels_last(channels_last_in_inference(self.embed(x)))))
 
 
 class LocalFeatureTransformer(nn.Module):

@@ -69,6 +69,16 @@ def channels_last_on_cpu(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last if x.ndim == 4 else torch.channels_last_3d)
 
 
+def channels_last_in_inference(x: torch.Tensor) -> torch.Tensor:
+    """`channels_last_on_cpu` where no gradient is recorded (nnU-Net's validation and predictor), else x.
+
+    In 3D PyTorch returns some dense convolutions (those with few input channels, e.g. LM-Net's strided 12 -> 24
+    one) channels-first even from a channels-last input, and every op after them follows. Converting back before
+    the next block made LM-Net's 3D inference 19% faster (64^3, 1 thread); in a training step it measured no gain
+    against the copies and their backward, so training keeps the layout it gets."""
+    return x if torch.is_grad_enabled() else channels_last_on_cpu(x)
+
+
 def fold_bn(weight: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm,
             conv_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an eval-mode BN that follows a conv (bias-free unless `conv_bias`) into (kernel, bias)."""
