@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .ops import batch_norm_nd, conv_nd, fold_bn, instance_norm_nd, interpolation_mode, same_padding
+from .ops import batch_norm_nd, bn_scale, conv_nd, fold_bn, instance_norm_nd, interpolation_mode, same_padding
 
 NORMS = ("batch", "instance", "instance_affine")
 
@@ -138,7 +138,7 @@ def _norm_then_pointwise(norm: nn.modules.batchnorm._BatchNorm, conv: nn.modules
                          x: torch.Tensor) -> torch.Tensor:
     """conv(norm(x)) as one conv, for an eval BatchNorm before an unpadded 1x1 conv: the norm's per-channel scale
     goes into the conv's input columns, its shift through the weights into the bias."""
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+    scale = bn_scale(norm)
     shift = norm.bias - norm.running_mean * scale
     weight = conv.weight * scale.reshape(1, -1, *([1] * (conv.weight.ndim - 2)))
     bias = conv.weight.flatten(1) @ shift

@@ -79,10 +79,15 @@ def channels_last_in_inference(x: torch.Tensor) -> torch.Tensor:
     return x if torch.is_grad_enabled() else channels_last_on_cpu(x)
 
 
+def bn_scale(bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """Per-channel factor of an eval-mode BN: weight / sqrt(running_var + eps)."""
+    return bn.weight / torch.sqrt(bn.running_var + bn.eps)
+
+
 def fold_bn(weight: torch.Tensor, bn: nn.modules.batchnorm._BatchNorm,
             conv_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an eval-mode BN that follows a conv (bias-free unless `conv_bias`) into (kernel, bias)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    scale = bn_scale(bn)
     shape = (-1,) + (1,) * (weight.ndim - 1)
     centred = -bn.running_mean if conv_bias is None else conv_bias - bn.running_mean
     return weight * scale.reshape(shape), bn.bias + centred * scale
