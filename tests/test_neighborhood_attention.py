@@ -372,3 +372,31 @@ def test_batch_of_one_lays_out_qkv_as_the_general_permute(spatial):
     assert torch.equal(fast, general)
     # channel c = part * 8 + head * 2 + d, as the module splits it
     assert torch.equal(general[1, 0, 3, 1], qkv[0, ..., 8 + 3 * 2 + 1])
+
+
+@pytest.mark.parametrize("use_rpb", [True, False], ids=["rpb", "no_rpb"])
+@pytest.mark.parametrize("spatial,kernel", CASES, ids=[f"{s}-k{k}" for s, k in CASES])
+def test_export_form_matches_brute_force_float64(monkeypatch, spatial, kernel, use_rpb):
+    """The form torch.export traces (one-hot grouped convolution + edge padding for the windows, whole-map
+    softmax) computes the same function, border windows included; head_dim 1 (LM-Net's finest level) and 3."""
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    for head_dim in (1, 3):
+        q, k, v, rpb = _qkv_rpb(2, 2, spatial, head_dim, kernel, torch.float64)
+        out = neighborhood_attention(q, k, v, kernel, rpb if use_rpb else None)
+        ref = reference_na(q, k, v, kernel, rpb if use_rpb else None)
+        torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("dim,heads,kernel,spatial",
+                         [(12, 12, 3, (5, 4)), (8, 2, (1, 3, 3), (2, 3, 4)), (12, 3, (3, 5), (4, 6)), (6, 3, 3, (2, 5))])
+def test_module_export_route_matches_eager_float64(monkeypatch, dim, heads, kernel, spatial):
+    """NeighborhoodAttention's own export route (qkv to planar maps by one transpose, the export form, back by
+    one transpose), padding of maps smaller than the kernel included, equals its eager forward."""
+    torch.manual_seed(0)
+    module = NeighborhoodAttention(dim, heads, kernel, spatial_dims=len(spatial)).double()
+    x = torch.randn(3, *spatial, dim, dtype=torch.float64)
+    with torch.no_grad():
+        eager = module(x)
+        monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+        exported = module(x)
+    torch.testing.assert_close(exported, eager, atol=1e-13, rtol=1e-13)

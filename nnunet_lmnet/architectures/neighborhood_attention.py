@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .neighborhood_attention_export import planar_attention
 from .recompute import in_discarded_forward
 
 __all__ = ["neighborhood_attention", "NeighborhoodAttention"]
@@ -416,57 +417,15 @@ def neighborhood_attention(
 
 
 def _export_form(q, k, v, rpb, kernel, scale):
-    """The forward of `_NeighborhoodAttentionFn` in few graph nodes, for torch.export (ONNX): one index_select per
-    axis and offset instead of the slice-and-concatenate gathers (faster in eager, 6 nodes each), the bias of all
-    offsets in one gather per axis. Same function; eager and compiled runs never take this path.
-    """
+    """`neighborhood_attention` while torch.export traces it (`neighborhood_attention_export`)."""
     compute_dtype = torch.promote_types(q.dtype, torch.float32)
-    nd = len(kernel)
-    spatial = q.shape[2:-1]
-    planar = [t.movedim(-1, 2).to(compute_dtype) for t in (q, k, v)]  # (B, heads, d, *spatial)
-    q_scaled = planar[0] * scale
-    starts = _window_starts(spatial, kernel, q.device)
-
-    def neighbours(x):
-        # Gathers along the last spatial axis first (k_last of them), the first axis last (prod(k) of them): in
-        # ONNX Runtime a Gather on an outer axis copies whole rows, on the innermost one single elements, so the
-        # many gathers go where they are cheap. Yielded in row-major offset order all the same.
-        gathered = {(): x}
-        for axis in reversed(range(nd)):
-            step = {}
-            for offsets, t in gathered.items():
-                for o in range(kernel[axis]):
-                    moved = t if kernel[axis] == 1 else t.index_select(_FIRST_SPATIAL_AXIS + axis, starts[axis] + o)
-                    step[(o, *offsets)] = moved
-            gathered = step
-        return (gathered[offsets] for offsets in sorted(gathered))
-
-    logits = torch.stack([(q_scaled * k_n).sum(2) for k_n in neighbours(planar[1])])  # (prod(k), B, heads, *S)
-    if rpb is not None:
-        logits = logits + _all_bias_maps(rpb.to(compute_dtype), _relative_rows(spatial, kernel, q.device), kernel)
-    # softmax over the offsets written out: ONNX Runtime runs Softmax on axis 0 through transposes (~10x slower)
-    attn = (logits - logits.amax(0, keepdim=True)).exp()
-    attn = attn / attn.sum(0, keepdim=True)
-    out = None
-    for n, v_n in enumerate(neighbours(planar[2])):
-        term = attn[n].unsqueeze(2) * v_n
-        out = term if out is None else out + term
+    out = _planar_export_form(*(t.movedim(-1, 2).to(compute_dtype) for t in (q, k, v)), rpb, kernel, scale)
     return out.movedim(2, -1).to(q.dtype)
 
 
-def _all_bias_maps(table: torch.Tensor, rows: Sequence[torch.Tensor], kernel: Sequence[int]) -> torch.Tensor:
-    """(prod(k), 1, heads, *spatial): `_bias_map` of every offset, row-major, from one gather per axis."""
-    nd = len(kernel)
-    out = table  # (heads, 2k_0 - 1, ...)
-    for axis in range(nd):
-        index = (rows[axis][:, None] + torch.arange(kernel[axis], device=table.device)).flatten()  # (L_a * k_a)
-        out = out.index_select(axis + 1, index)
-    heads = table.shape[0]
-    lengths = [r.numel() for r in rows]
-    out = out.reshape(heads, *[v for length, kk in zip(lengths, kernel) for v in (length, kk)])
-    # (heads, L_0, k_0, L_1, k_1, ...) -> (k_0, k_1, ..., heads, L_0, L_1, ...)
-    out = out.permute(*[2 + 2 * a for a in range(nd)], 0, *[1 + 2 * a for a in range(nd)])
-    return out.reshape(math.prod(kernel), 1, heads, *lengths)
+def _planar_export_form(qp, kp, vp, rpb, kernel, scale):
+    table = None if rpb is None else rpb.to(qp.dtype)
+    return planar_attention(qp, kp, vp, table, _relative_rows(qp.shape[3:], kernel, qp.device), kernel, scale)
 
 
 def _planar_qkv(qkv: torch.Tensor, heads: int, head_dim: int, transpose_2d: bool | None = None) -> torch.Tensor:
@@ -537,17 +496,30 @@ class NeighborhoodAttention(nn.Module):
         batch, padded = x.shape[0], tuple(x.shape[1:-1])
         nd = self.spatial_dims
 
-        # (B, *S, 3*dim) -> one contiguous (3, B, heads, head_dim, *S) copy, passed on as (B, heads, *S, head_dim)
-        # views: that is the kernel's internal layout, so it needs no copies of its own.
-        qkv = _planar_qkv(self.qkv(x), self.num_heads, self.head_dim)
-        q, k, v = (t.movedim(2, -1) for t in qkv.unbind(0))
-        out = neighborhood_attention(q, k, v, self.kernel_size, self.rpb, self.scale)
-
-        out = out.permute(0, *range(2, nd + 2), 1, nd + 2).reshape(batch, *padded, self.dim)
+        if torch.compiler.is_exporting():
+            out = self._exported_attention(x)
+        else:
+            # (B, *S, 3*dim) -> one contiguous (3, B, heads, head_dim, *S) copy, passed on as
+            # (B, heads, *S, head_dim) views: the kernel's internal layout, so it needs no copies of its own.
+            qkv = _planar_qkv(self.qkv(x), self.num_heads, self.head_dim)
+            q, k, v = (t.movedim(2, -1) for t in qkv.unbind(0))
+            out = neighborhood_attention(q, k, v, self.kernel_size, self.rpb, self.scale)
+            out = out.permute(0, *range(2, nd + 2), 1, nd + 2).reshape(batch, *padded, self.dim)
         out = self.proj(out)
         if padded != spatial:
             out = out[(slice(None), *(slice(0, length) for length in spatial))]
         return out
+
+    def _exported_attention(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *S, dim) -> attention output (B, *S, dim) before `proj`, as torch.export traces it: the channels go
+        to the front and back with one transpose of the flattened map each (in ONNX Runtime a transpose that
+        moves one axis has a fast kernel; the general permutes of the eager layout ran one per q, k and v)."""
+        batch, spatial = x.shape[0], x.shape[1:-1]
+        qkv = self.qkv(x).reshape(batch, -1, 3 * self.dim).transpose(1, 2)  # (B, 3 * dim, prod(S))
+        dtype = torch.promote_types(qkv.dtype, torch.float32)
+        q, k, v = qkv.reshape(batch, 3, self.num_heads, self.head_dim, *spatial).to(dtype).unbind(1)
+        out = _planar_export_form(q, k, v, self.rpb, self.kernel_size, self.scale)  # (B, heads, d, *S)
+        return out.reshape(batch, self.dim, -1).transpose(1, 2).reshape(batch, *spatial, self.dim).to(x.dtype)
 
     def extra_macs(self, inputs: tuple, output) -> int:
         """MACs of QK^T and AV (one per query, neighbour and channel each), which run as element-wise products
