@@ -497,29 +497,29 @@ class NeighborhoodAttention(nn.Module):
         nd = self.spatial_dims
 
         if torch.compiler.is_exporting():
-            out = self._exported_attention(x)
+            out = self._exported(x)
         else:
             # (B, *S, 3*dim) -> one contiguous (3, B, heads, head_dim, *S) copy, passed on as
             # (B, heads, *S, head_dim) views: the kernel's internal layout, so it needs no copies of its own.
             qkv = _planar_qkv(self.qkv(x), self.num_heads, self.head_dim)
             q, k, v = (t.movedim(2, -1) for t in qkv.unbind(0))
             out = neighborhood_attention(q, k, v, self.kernel_size, self.rpb, self.scale)
-            out = out.permute(0, *range(2, nd + 2), 1, nd + 2).reshape(batch, *padded, self.dim)
-        out = self.proj(out)
+            out = self.proj(out.permute(0, *range(2, nd + 2), 1, nd + 2).reshape(batch, *padded, self.dim))
         if padded != spatial:
             out = out[(slice(None), *(slice(0, length) for length in spatial))]
         return out
 
-    def _exported_attention(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, *S, dim) -> attention output (B, *S, dim) before `proj`, as torch.export traces it: the channels go
-        to the front and back with one transpose of the flattened map each (in ONNX Runtime a transpose that
-        moves one axis has a fast kernel; the general permutes of the eager layout ran one per q, k and v)."""
+    def _exported(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *S, dim) -> (B, *S, dim), qkv to proj, as torch.export traces it: the tokens as one matrix for the
+        two linear layers (ONNX Gemm, bias included) and one transpose of that matrix each way (in ONNX Runtime
+        the general permutes of the eager layout ran one per q, k and v)."""
         batch, spatial = x.shape[0], x.shape[1:-1]
-        qkv = self.qkv(x).reshape(batch, -1, 3 * self.dim).transpose(1, 2)  # (B, 3 * dim, prod(S))
+        qkv = self.qkv(x.reshape(-1, self.dim)).reshape(batch, -1, 3 * self.dim).transpose(1, 2)  # (B, 3dim, S)
         dtype = torch.promote_types(qkv.dtype, torch.float32)
         q, k, v = qkv.reshape(batch, 3, self.num_heads, self.head_dim, *spatial).to(dtype).unbind(1)
         out = _planar_export_form(q, k, v, self.rpb, self.kernel_size, self.scale)  # (B, heads, d, *S)
-        return out.reshape(batch, self.dim, -1).transpose(1, 2).reshape(batch, *spatial, self.dim).to(x.dtype)
+        out = out.reshape(batch, self.dim, -1).transpose(1, 2).reshape(-1, self.dim).to(x.dtype)
+        return self.proj(out).reshape(batch, *spatial, self.dim)
 
     def extra_macs(self, inputs: tuple, output) -> int:
         """MACs of QK^T and AV (one per query, neighbour and channel each), which run as element-wise products

@@ -87,8 +87,10 @@ def planar_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: t
             for b in range(a):
                 slab_q = interior(slab_q, b)
             stacks = []
-            for stack in (keys, values):
-                stack = stack.narrow(_SPATIAL + 1 + a, window, 1)  # one window for the slab, broadcast over it
+            for x in (k, v):
+                # the slab's one window on axis a, broadcast over it, from a strip of k (v) as thin as the kernel
+                # (a slice of the whole-map stack on the innermost axis measured several times slower)
+                stack = window_stack(x.narrow(_SPATIAL + a, window, kernel[a]), kernel)
                 if any(pad):
                     shape = stack.shape
                     stack = F.pad(stack.flatten(1, 3), pad, mode="replicate")
