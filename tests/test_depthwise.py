@@ -97,3 +97,19 @@ def test_weight_grad_of_a_wide_kernel_uses_chunks_of_the_fast_width(monkeypatch)
     x3 = torch.randn(1, 3, 6, 7, 8).contiguous(memory_format=torch.channels_last_3d)
     weight_grad(torch.randn_like(x3), x3, (3, 3, 3))
     assert widths == [(3, 3)] * 3  # one 2D weight gradient per depth offset
+
+
+@pytest.mark.parametrize("kernel", [(5, 5, 5), (1, 3, 3), (3, 1, 5)])
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_export_form_of_3d_equals_conv3d_float64(monkeypatch, kernel, with_bias):
+    """What torch.export traces for a 3D depthwise conv (one 2D depthwise conv per kernel depth slice over
+    (B, C * D, H, W), summed) is the same function; a depth as small as the kernel included."""
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 1, *kernel, generator=gen, dtype=torch.float64)
+    bias = torch.randn(3, generator=gen, dtype=torch.float64) if with_bias else None
+    padding = [k // 2 for k in kernel]
+    monkeypatch.setattr(torch.compiler, "is_exporting", lambda: True)
+    for shape in [(2, 3, 6, 7, 9), (1, 3, kernel[0], 5, 5)]:
+        x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+        ref = F.conv3d(x, weight, bias, padding=padding, groups=3)
+        torch.testing.assert_close(depthwise_conv(x, weight, bias, padding), ref, atol=1e-12, rtol=1e-12)

@@ -115,6 +115,8 @@ class MultiBranchBlock(nn.Module):
 
     def _depthwise(self, t: torch.Tensor) -> torch.Tensor:
         if self.fused is not None:
+            if torch.compiler.is_exporting():  # depthwise_conv's export form (3D: as 2D convs)
+                return depthwise_conv(t, self.fused.weight, self.fused.bias, self.fused.padding)
             return self.fused(t)
         if not self.training and self.fuse_in_eval:
             kernel, bias = self.fused_weights()
