@@ -25,7 +25,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .neighborhood_attention_export import planar_attention
 from .recompute import in_discarded_forward
 
 __all__ = ["neighborhood_attention", "NeighborhoodAttention"]
@@ -424,8 +423,9 @@ def _export_form(q, k, v, rpb, kernel, scale):
 
 
 def _planar_export_form(qp, kp, vp, rpb, kernel, scale):
-    table = None if rpb is None else rpb.to(qp.dtype)
-    return planar_attention(qp, kp, vp, table, _relative_rows(qp.shape[3:], kernel, qp.device), kernel, scale)
+    from .neighborhood_attention_export import planar_attention  # that module builds on this one's helpers
+
+    return planar_attention(qp, kp, vp, rpb, kernel, scale)
 
 
 def _planar_qkv(qkv: torch.Tensor, heads: int, head_dim: int, transpose_2d: bool | None = None) -> torch.Tensor:

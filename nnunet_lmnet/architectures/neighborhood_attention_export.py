@@ -23,15 +23,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from .neighborhood_attention import _offsets, _relative_rows, _table_window
+
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _SPATIAL = 3  # planar maps: (B, heads, head_dim, *spatial); window stacks: (B, heads, head_dim, prod(k), *spatial)
-
-
-def _offsets(kernel: Sequence[int]) -> list[tuple[int, ...]]:
-    offsets = [()]
-    for k in kernel:
-        offsets = [(*o, i) for o in offsets for i in range(k)]
-    return offsets  # row-major
 
 
 def window_stack(x: torch.Tensor, kernel: Sequence[int]) -> torch.Tensor:
@@ -55,16 +50,17 @@ def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, bias: tor
     return (weights.unsqueeze(2) * values).sum(3) / weights.sum(2, keepdim=True)
 
 
-def planar_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, table: torch.Tensor | None,
-                     rows: Sequence[torch.Tensor], kernel: Sequence[int], scale: float) -> torch.Tensor:
-    """Planar (B, heads, d, *S) q, k, v in the compute dtype -> planar output (B, heads, d, *S). `rows`: per axis
-    the relative bias row of every query at offset 0 (`_relative_rows`)."""
+def planar_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rpb: torch.Tensor | None,
+                     kernel: Sequence[int], scale: float) -> torch.Tensor:
+    """Planar (B, heads, d, *S) q, k, v in the compute dtype -> planar output (B, heads, d, *S)."""
     nd, spatial = len(kernel), q.shape[_SPATIAL:]
+    rows = _relative_rows(spatial, kernel, q.device)
     half = [kk // 2 for kk in kernel]
     keys, values = window_stack(k, kernel), window_stack(v, kernel)
     q = q * scale
+    table = None if rpb is None else rpb.to(q.dtype)
     windows = None if table is None else torch.stack(
-        [table[(slice(None), *(slice(o, o + kk) for o, kk in zip(off, kernel)))] for off in _offsets(kernel)], 1)
+        [table[_table_window(offset, kernel)] for offset in _offsets(kernel)], 1)  # (heads, prod(k), *k)
 
     def interior(t: torch.Tensor, axis: int) -> torch.Tensor:
         return t.narrow(_SPATIAL + axis, half[axis], spatial[axis] - 2 * half[axis])
