@@ -23,6 +23,8 @@ ISO_2D_4 = ([[1, 1]] + [[2, 2]] * 3, [[3, 3]] * 4)
 ANISO_3D_6 = ([[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [1, 2, 2]],
               [[1, 3, 3], [1, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3], [3, 3, 3]])
 ISO_3D_4 = ([[1, 1, 1]] + [[2, 2, 2]] * 3, [[3, 3, 3]] * 4)
+# The first four stages of ANISO_3D_6: flat (1, 3, 3) kernels, an in-plane-only stride and full 3D stages.
+ANISO_3D_4 = (ANISO_3D_6[0][:4], ANISO_3D_6[1][:4])
 
 GRID = [
     # id, (strides, kernels), patch, input channels, outputs

@@ -10,7 +10,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from nnunet_lmnet.architectures.multibranch_block import MultiBranchBlock
 from nnunet_lmnet.plans.derive import derive_architecture
 from nnunet_lmnet.training.network_builder import build_network
-from synthetic_plans import ANISO_3D_6, GRID, default_configuration, ds_scales
+from synthetic_plans import ANISO_3D_4, ANISO_3D_6, GRID, ISO_2D_4, default_configuration, ds_scales
 
 ARCHS = ["lmnet", "lgmsnet"]
 
@@ -127,9 +127,13 @@ def test_autocast_cpu_is_finite(arch, dtype, geometry, patch):
     assert not bad, f"non-finite parameter gradients: {bad[:5]}"
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("geometry, patch", [(([[1, 1]] + [[2, 2]] * 4, [[3, 3]] * 5), (64, 64)),
-                                             (ANISO_3D_6, (16, 32, 32))], ids=["2d", "3d-aniso"])
+# Four stages and small patches: tracing time grows with the number of blocks (LM-Net's 6-stage anisotropic case
+# took 2.5 minutes of the suite), while four stages already hold every kind of block, kernel and stride. LM-Net 2D
+# is compiled, train and eval, in test_recompute.test_compiled_lean_form_matches_eager_plain (~1 min a capture).
+@pytest.mark.parametrize("arch, geometry, patch", [("lgmsnet", ISO_2D_4, (32, 32)),
+                                                   ("lmnet", ANISO_3D_4, (8, 16, 16)),
+                                                   ("lgmsnet", ANISO_3D_4, (8, 16, 16))],
+                         ids=["2d-lgmsnet", "3d-aniso-lmnet", "3d-aniso-lgmsnet"])
 def test_torch_compile_traces_training_and_inference(arch, geometry, patch):
     """nnU-Net compiles the network by default on CUDA. The aot_eager backend runs the same graph capture and
     AOT-autograd backward as inductor, without code generation, so graph-level failures show up on CPU."""

@@ -162,6 +162,11 @@ def test_compiled_lean_form_matches_eager_plain(case):
         for net in (plain, compiled):
             outs = net(x)
             sum(o.square().mean() for o in outs).backward()
+        # the inference graph too (test_network_contract compiles LM-Net 2D nowhere else: ~1 min per capture)
+        plain.eval()
+        lean.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x)[0], plain(x)[0], rtol=1e-4, atol=5e-5)
     finally:
         torch._dynamo.reset()
     close = dict(rtol=1e-4, atol=1e-5)
