@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from .depthwise import depthwise_conv_nd
 from .gms_transformer import SparseTransformer
+from .in_place import add_in_place, no_autograd
 from .lgms_layers import ConvNormAct, axis_kernel, full_axes
 from .ops import batch_norm_nd, conv_nd
 
@@ -36,6 +37,9 @@ class DepthwiseBranch(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if no_autograd():  # inference: ReLU and the residual add overwrite fresh maps (in_place.py)
+            dw, bn1, _, pw, bn2 = self.body
+            return add_in_place(bn2(pw(torch.relu_(bn1(dw(x))))), x)
         return x + self.body(x)
 
 

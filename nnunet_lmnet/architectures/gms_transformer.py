@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .in_place import add_in_place, no_autograd
+
 
 def sparse_patch_size(spatial: Sequence[int]) -> tuple[int, ...]:
     """Patch 2 on even axes, 1 on odd ones: the upstream 2 wherever the map allows it."""
@@ -67,6 +69,11 @@ class FeedForward(nn.Sequential):
     def __init__(self, channels: int, hidden: int):
         super().__init__(nn.Linear(channels, hidden), nn.SiLU(), nn.Linear(hidden, channels))
 
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if no_autograd():  # inference: SiLU overwrites the hidden tokens (in_place.py)
+            return self[2](F.silu(self[0](z), inplace=True))
+        return super().forward(z)
+
 
 class TransformerLayer(nn.Module):
     """Pre-norm layer: z + Attn(LN(z)), then z + FFN(LN(z)). Dropout 0 upstream, so none here."""
@@ -79,6 +86,9 @@ class TransformerLayer(nn.Module):
         self.ffn = FeedForward(channels, mlp_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if no_autograd():  # inference: residual adds into the fresh branch outputs (in_place.py)
+            z = add_in_place(self.attn(self.attn_norm(z)), z)
+            return add_in_place(self.ffn(self.ffn_norm(z)), z)
         z = z + self.attn(self.attn_norm(z))
         return z + self.ffn(self.ffn_norm(z))
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .in_place import activation_in_place, no_autograd
 from .ops import batch_norm_nd, bn_scale, conv_nd, fold_bn, instance_norm_nd, interpolation_mode, same_padding
 
 NORMS = ("batch", "instance", "instance_affine")
@@ -71,10 +72,15 @@ class ConvNormAct(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         conv, norm = self[0], self[1]
         if self.training or not _foldable(norm):
-            return super().forward(x)
-        # eval with BatchNorm: folded into the conv, one pass over the map fewer, the same affine map
-        y = conv._conv_forward(x, *fold_bn(conv.weight, norm, conv.bias))
-        return self[2](y) if len(self) > 2 else y
+            if not no_autograd():
+                return super().forward(x)
+            y = norm(conv(x))  # eval InstanceNorm (3D): a fresh map the activation may overwrite
+        else:
+            # eval with BatchNorm: folded into the conv, one pass over the map fewer, the same affine map
+            y = conv._conv_forward(x, *fold_bn(conv.weight, norm, conv.bias))
+        if len(self) < 3:
+            return y
+        return activation_in_place(self[2], y) if no_autograd() else self[2](y)
 
 
 def _foldable(norm: nn.Module) -> bool:
@@ -129,9 +135,10 @@ class FusionConv(nn.Sequential):
             return super().forward(x)
         # eval with BatchNorm: the two inner norms folded into the 1x1 convs after them (the last one has no conv
         # after it); two passes over the widest maps fewer, the same affine maps
-        y = self[1](self[0](x))
-        y = self[4](_norm_then_pointwise(self[2], self[3], y))
-        return self[8](self[7](_norm_then_pointwise(self[5], self[6], y)))
+        act = activation_in_place if no_autograd() else (lambda module, y: module(y))
+        y = act(self[1], self[0](x))
+        y = act(self[4], _norm_then_pointwise(self[2], self[3], y))
+        return self[8](act(self[7], _norm_then_pointwise(self[5], self[6], y)))
 
 
 def _norm_then_pointwise(norm: nn.modules.batchnorm._BatchNorm, conv: nn.modules.conv._ConvNd,

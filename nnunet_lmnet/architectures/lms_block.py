@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from .depthwise import depthwise_conv_nd
+from .in_place import add_in_place, no_autograd
 from .lgms_layers import ConvNormAct, axis_kernel, full_axes
 
 LMS_KERNELS = (3, 5, 7, 9)
@@ -48,6 +49,9 @@ class LMSBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = torch.split(x, self.group, dim=1)
-        y = torch.cat([dw(g) for dw, g in zip(self.depthwise, groups)], dim=1) + x
-        y = self.act(self.group_norm(y))
+        y = torch.cat([dw(g) for dw, g in zip(self.depthwise, groups)], dim=1)
+        if no_autograd():  # inference: the adds and the GELU overwrite fresh maps (in_place.py), same values
+            y = torch.ops.aten.gelu_(self.group_norm(add_in_place(y, x)))
+            return add_in_place(self.expand(self.reduce(y)), x)
+        y = self.act(self.group_norm(y + x))
         return self.expand(self.reduce(y)) + x
