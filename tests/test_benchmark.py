@@ -121,6 +121,43 @@ def test_markdown_table(run):
     assert "omitted: 'default' not among" in md and "×" not in md
 
 
+def test_interleaved_run_times_all_networks_round_by_round(tmp_path):
+    """--interleaved: one process, `repeats` rounds per phase, paired ratios from the per-round times, the same
+    device-independent counts as a run with a process per network, no peak memory."""
+    out = tmp_path / "out"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        assert main(["benchmark", *TINY, "--archs", "default", "lgmsnet", "--interleaved", "--out", str(out)]) == 0
+    r = json.loads((out / "benchmark.json").read_text())
+    assert list(r["networks"]) == ["default", "lgmsnet"]
+    assert r["settings"]["timing"].startswith("interleaved")
+    base, ours = r["networks"]["default"], r["networks"]["lgmsnet"]
+    for rec in (base, ours):
+        assert len(rec["train_step_times_s"]) == len(rec["inference_times_s"]) == 2
+        assert "peak_memory_bytes" not in rec and rec["saved_activation_bytes_per_sample"] > 0
+    paired = ours["paired_ratio_to_default"]
+    for key in ("train_step", "inference"):
+        per_round = [a / b for a, b in zip(ours[f"{key}_times_s"], base[f"{key}_times_s"])]
+        assert paired[key] == pytest.approx(sum(per_round) / 2)  # median of two rounds
+    assert base["paired_ratio_to_default"] == {"train_step": 1.0, "inference": 1.0}
+    md = (out / "benchmark.md").read_text()
+    assert f"paired {paired['train_step']:.2f}×" in md and "Memory: not measured" in md
+    row = next(line for line in md.splitlines() if line.startswith("| LGMSNet |"))
+    assert row.endswith("| n/a | n/a |")
+
+
+def test_paired_ratios_take_the_median_of_same_round_quotients():
+    from nnunet_lmnet.benchmark.compute import paired_ratios
+
+    networks = {"default": {"arch": "default", "train_step_times_s": [1.0, 4.0, 2.0], "inference_times_s": [1, 1, 1]},
+                "lmnet": {"arch": "lmnet", "train_step_times_s": [0.5, 4.0, 3.0], "inference_times_s": [2, 3, 4]},
+                "lgmsnet": {"arch": "lgmsnet", "error": "out of memory"}}
+    paired_ratios(networks)
+    # quotients 0.5, 1.0, 1.5 -> 1.0, while the ratio of the medians would be 3.0 / 2.0
+    assert networks["lmnet"]["paired_ratio_to_default"] == {"train_step": 1.0, "inference": 3.0}
+    assert networks["lgmsnet"]["paired_ratio_to_default"] is None
+
+
 def test_existing_output_is_refused(run, capsys):
     out, _, _ = run
     before = (out / "benchmark.json").read_text()

@@ -28,7 +28,7 @@ def _run_benchmark(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("benchmarks") / f"{label}__{device}"
     refuse_existing(report_paths(out), args.overwrite)  # before minutes of measuring, not after
     result = run_benchmark(**inputs, archs=args.archs, device=device, repeats=args.repeats, warmup=args.warmup,
-                           threads=args.threads, compile_network=args.compile)
+                           threads=args.threads, compile_network=args.compile, interleaved=args.interleaved)
     paths = write_report(result, out, args.overwrite)
     print(markdown_report(result))
     print(f"Written to {paths[0]} and {paths[1]}")
@@ -75,6 +75,10 @@ def _add_benchmark(sub) -> None:
                    help="network outputs incl. background (default: nnU-Net's segmentation heads from dataset.json, "
                         "else 2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step, as nnU-Net does on CUDA")
+    p.add_argument("--interleaved", action="store_true",
+                   help="all networks in one process, timed round by round (--repeats rounds, order reversed every "
+                        "other round) with paired ratios: the way to compare times on a shared, noisy machine; "
+                        "no peak memory (one process holds every network)")
     p.add_argument("--out", default=None, help="output folder (default: ./benchmarks/<plans or synthetic>__<device>)")
     p.add_argument("--overwrite", action="store_true", help="replace benchmark.json / benchmark.md if they exist")
     p.set_defaults(func=_run_benchmark)

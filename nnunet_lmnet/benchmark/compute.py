@@ -50,6 +50,8 @@ MACS_NOTE = (
     "network as trained (LM-Net's parallel branches), 'inference' as nnU-Net's predictor runs it (LM-Net fused). "
     "FLOPs = 2 x MACs."
 )
+INTERLEAVED_NOTE = ("interleaved: all networks in one fresh process; per phase (inference, then training) one run "
+                    "of each network per round, the order reversed every other round")
 
 
 # --------------------------------------------------------------------------------------------- networks and loss
@@ -188,97 +190,178 @@ def _timed(fn, repeats: int, warmup: int, sync) -> list[float]:
     return times
 
 
+class _Runs:
+    """One network of a job, ready to time: its inference pass and its training step as nnU-Net runs them."""
+
+    def __init__(self, job: dict, arch: str):
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(job["device"])
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.backends.cudnn.benchmark = True  # as nnU-Net's run_training
+        self.sync = torch.cuda.synchronize if cuda else (lambda: None)
+        self.amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda else contextlib.nullcontext
+        self.arch, in_ch, out_ch, regions = arch, job["in_channels"], job["num_outputs"], job["regions"]
+        torch.manual_seed(0)
+        net, cm = build_benchmark_network(arch, job["configuration"], in_ch, out_ch, deep_supervision=True)
+        self.net, self.cm = net, cm
+        self.record = {"arch": arch, "name": DISPLAY[arch],
+                       "network_class": f"{type(net).__module__}.{type(net).__qualname__}",
+                       "strides": [list(map(int, s)) for s in cm.pool_op_kernel_sizes],
+                       "threads": torch.get_num_threads()}
+        from .complexity import count_parameters_in_state_dict
+
+        self.record["params"] = count_parameters_in_state_dict(net.state_dict())
+        net.to(self.device)
+        self.patch, batch = list(cm.patch_size), int(cm.batch_size)
+        # Loss and optimizer before a memory baseline: importing nnU-Net's loss modules alone adds resident memory.
+        plain_loss, self.loss = _ds_loss(cm, len(cm.pool_op_kernel_sizes) - 1, regions)
+        self.train_net = net
+        if job["compile"]:  # what nnU-Net does on CUDA unless nnUNet_compile is off
+            self.train_net = torch.compile(net)
+            plain_loss.dc = torch.compile(plain_loss.dc)
+        self.optimizer = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
+        self.scaler = None
+        if cuda:  # torch.GradScaler is torch >= 2.3
+            self.scaler = torch.GradScaler("cuda") if hasattr(torch, "GradScaler") else torch.cuda.amp.GradScaler()
+        self.x1 = torch.randn(1, in_ch, *self.patch, device=self.device)
+        self.x = torch.randn(batch, in_ch, *self.patch, device=self.device)
+        self.targets = _targets(cm, batch, out_ch, regions, self.device)
+
+    def for_inference(self) -> None:
+        self.net.decoder.deep_supervision = False  # nnU-Net's toggle (contract item 3), as its predictor builds it
+        self.net.eval()
+
+    def for_training(self) -> None:
+        self.net.decoder.deep_supervision = True
+        self.net.train()
+
+    def infer(self) -> None:
+        with self.torch.inference_mode(), self.amp():
+            self.net(self.x1)
+
+    def train_step(self) -> None:
+        torch = self.torch
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.amp():
+            value = self.loss(self.train_net(self.x), self.targets)
+        if self.scaler is not None:
+            self.scaler.scale(value).backward()
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 12)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            value.backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 12)
+            self.optimizer.step()
+
+    def counts(self) -> dict:
+        """Saved activations, MACs and FLOPs (after the timed phases: they do not raise the memory peaks)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        out = {"saved_activation_bytes_per_sample": _saved_per_sample(self.net, self.x1.shape[1], self.patch,
+                                                                      self.device)}
+        self.net.decoder.deep_supervision = False
+        self.net.cpu()
+        out["macs"], out["macs_inference"] = count_network_macs(self.net, (1, self.x1.shape[1], *self.patch))
+        out["flops"], out["flops_inference"] = 2 * out["macs"], 2 * out["macs_inference"]
+        return out
+
+
+def _is_out_of_memory(e: RuntimeError) -> bool:
+    return "out of memory" in str(e).lower() or "can't allocate memory" in str(e)
+
+
 def _measure(job: dict) -> dict:
-    """Runs in a fresh process: build, train-step timing, inference timing, counts. Returns one record."""
+    """Runs in a fresh process: build, inference timing, train-step timing, counts. Returns one record."""
     import torch
 
     if job["threads"]:
         torch.set_num_threads(job["threads"])
-    torch.manual_seed(0)
-    device = torch.device(job["device"])
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True  # as nnU-Net's run_training
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if cuda else contextlib.nullcontext
-    arch, in_ch, out_ch, regions = job["arch"], job["in_channels"], job["num_outputs"], job["regions"]
-
-    net, cm = build_benchmark_network(arch, job["configuration"], in_ch, out_ch, deep_supervision=True)
-    rec = {"arch": arch, "name": DISPLAY[arch],
-           "network_class": f"{type(net).__module__}.{type(net).__qualname__}",
-           "strides": [list(map(int, s)) for s in cm.pool_op_kernel_sizes], "threads": torch.get_num_threads()}
-    from .complexity import count_parameters_in_state_dict
-
-    rec["params"] = count_parameters_in_state_dict(net.state_dict())
-    net.to(device)
-    patch, batch = list(cm.patch_size), int(cm.batch_size)
-    # Loss and optimizer before the baseline: importing nnU-Net's loss modules alone adds resident memory.
-    plain_loss, loss = _ds_loss(cm, len(cm.pool_op_kernel_sizes) - 1, regions)
-    train_net = net
-    if job["compile"]:  # what nnU-Net does on CUDA unless nnUNet_compile is off
-        train_net = torch.compile(net)
-        plain_loss.dc = torch.compile(plain_loss.dc)
-    optimizer = torch.optim.SGD(net.parameters(), 1e-2, weight_decay=3e-5, momentum=0.99, nesterov=True)
-    scaler = None
-    if cuda:  # torch.GradScaler is torch >= 2.3
-        scaler = torch.GradScaler("cuda") if hasattr(torch, "GradScaler") else torch.cuda.amp.GradScaler()
-    mem = _Memory(device)
+    runs = _Runs(job, job["arch"])
+    rec = runs.record
+    mem = _Memory(runs.device)
     try:
         rec["memory_baseline_bytes"] = mem.start()  # weights only, before the first forward
         # Inference first: on CPU the allocator keeps freed memory, so training's activations would inflate an
         # inference peak measured after it; the other way round training reuses that memory.
-        net.decoder.deep_supervision = False  # nnU-Net's toggle (contract item 3), as its predictor builds it
-        net.eval()
-        x1 = torch.randn(1, in_ch, *patch, device=device)
-
-        def infer():
-            with torch.inference_mode(), amp():
-                net(x1)
-
-        times = _timed(infer, job["repeats"], job["warmup"], sync)
+        runs.for_inference()
+        times = _timed(runs.infer, job["repeats"], job["warmup"], runs.sync)
         rec["peak_memory_inference_bytes"] = mem.peak()
         rec["inference_times_s"], rec["inference_s"] = times, statistics.median(times)
-        del x1
-
-        net.decoder.deep_supervision = True
-        net.train()
-        x = torch.randn(batch, in_ch, *patch, device=device)
-        targets = _targets(cm, batch, out_ch, regions, device)
-
-        def train_step():
-            optimizer.zero_grad(set_to_none=True)
-            with amp():
-                value = loss(train_net(x), targets)
-            if scaler is not None:
-                scaler.scale(value).backward()
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                value.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-                optimizer.step()
-
+        runs.for_training()
         mem.start()
-        times = _timed(train_step, job["repeats"], job["warmup"], sync)
+        times = _timed(runs.train_step, job["repeats"], job["warmup"], runs.sync)
         rec["peak_memory_bytes"] = mem.peak()
         rec["train_step_times_s"], rec["train_step_s"] = times, statistics.median(times)
     except RuntimeError as e:  # torch.cuda.OutOfMemoryError or the CPU allocator's failure: record it, go on
-        if "out of memory" not in str(e).lower() and "can't allocate memory" not in str(e):
+        if not _is_out_of_memory(e):
             raise
         return {**rec, "error": f"out of memory: {str(e).splitlines()[0]}"}
     if rec["memory_baseline_bytes"] is not None:
         for key in ("peak_memory_bytes", "peak_memory_inference_bytes"):
             rec[key.replace("_bytes", "_delta_bytes")] = rec[key] - rec["memory_baseline_bytes"]
-
-    optimizer.zero_grad(set_to_none=True)
-    rec["saved_activation_bytes_per_sample"] = _saved_per_sample(net, in_ch, patch, device)
-    net.decoder.deep_supervision = False
-    net.cpu()
-    rec["macs"], rec["macs_inference"] = count_network_macs(net, (1, in_ch, *patch))
-    rec["flops"], rec["flops_inference"] = 2 * rec["macs"], 2 * rec["macs_inference"]
+    rec.update(runs.counts())
     return rec
+
+
+def _interleaved_rounds(runs: list, phase: str, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Times of `phase` ('infer' or 'train_step') per network, one run of each network per round, the order
+    reversed every other round, so slow spells of a shared machine fall on all of them alike."""
+    for r in runs:
+        getattr(r, "for_inference" if phase == "infer" else "for_training")()
+        for _ in range(warmup):
+            getattr(r, phase)()
+    times: dict[str, list[float]] = {r.arch: [] for r in runs}
+    for i in range(repeats):
+        for r in (runs if i % 2 == 0 else runs[::-1]):
+            r.sync()
+            t0 = time.perf_counter()
+            getattr(r, phase)()
+            r.sync()
+            times[r.arch].append(time.perf_counter() - t0)
+    return times
+
+
+def _measure_interleaved(job: dict) -> dict:
+    """Runs in a fresh process: every network of `job['archs']` built in it, their inference passes and then
+    their training steps timed round by round. No peak memory: one process holds all the networks."""
+    import torch
+
+    if job["threads"]:
+        torch.set_num_threads(job["threads"])
+    runs = [_Runs(job, arch) for arch in job["archs"]]
+    try:
+        inference = _interleaved_rounds(runs, "infer", job["repeats"], job["warmup"])
+        training = _interleaved_rounds(runs, "train_step", job["repeats"], job["warmup"])
+    except RuntimeError as e:
+        if not _is_out_of_memory(e):
+            raise
+        error = f"out of memory: {str(e).splitlines()[0]} (all networks share one process with --interleaved)"
+        return {r.arch: {**r.record, "error": error} for r in runs}
+    networks = {}
+    for r in runs:
+        rec = r.record
+        rec["inference_times_s"], rec["inference_s"] = inference[r.arch], statistics.median(inference[r.arch])
+        rec["train_step_times_s"], rec["train_step_s"] = training[r.arch], statistics.median(training[r.arch])
+        rec.update(r.counts())
+        networks[r.arch] = rec
+    return networks
+
+
+def paired_ratios(networks: dict) -> None:
+    """Per network, the median over rounds of (its time / the default network's time in the same round): the
+    figure a shared machine's slow spells move least. Only for interleaved runs (same number of rounds)."""
+    base = networks.get("default")
+    for rec in networks.values():
+        if base is None or "error" in base or "error" in rec:
+            rec["paired_ratio_to_default"] = None
+            continue
+        rec["paired_ratio_to_default"] = {
+            key: statistics.median(t / b for t, b in zip(rec[f"{key}_times_s"], base[f"{key}_times_s"]))
+            for key in ("train_step", "inference")}
 
 
 def _saved_per_sample(net, in_channels: int, patch, device) -> int:
@@ -293,17 +376,20 @@ def _saved_per_sample(net, in_channels: int, patch, device) -> int:
     return saved_bytes_per_sample(net, x)
 
 
-def _in_fresh_process(job: dict) -> dict:
+def _in_fresh_process(job: dict, interleaved: bool = False) -> dict:
+    """One network's record (`_measure`), or with `interleaved` all networks' records by arch."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            return pool.submit(_measure, job).result()
+            return pool.submit(_measure_interleaved if interleaved else _measure, job).result()
         except BrokenProcessPool:  # e.g. killed by the kernel's out-of-memory killer
-            return {"arch": job["arch"], "name": DISPLAY[job["arch"]],
-                    "error": "the measuring process died (out of memory?)"}
+            archs = job["archs"] if interleaved else [job["arch"]]
+            died = {a: {"arch": a, "name": DISPLAY[a], "error": "the measuring process died (out of memory?)"}
+                    for a in archs}
+            return died if interleaved else died[job["arch"]]
 
 
 # --------------------------------------------------------------------------------------------- descriptions
@@ -472,10 +558,12 @@ def add_ratios(networks: dict) -> str:
 def run_benchmark(configuration: dict, plans: dict | None = None, archs=ARCHS, device: str = "cpu",
                   repeats: int = 5, warmup: int = 2, threads: int | None = None, in_channels: int = 1,
                   num_outputs: int = 2, regions: bool = False, configuration_name: str | None = None,
-                  compile_network: bool = False, source: str | None = None) -> dict:
+                  compile_network: bool = False, source: str | None = None, interleaved: bool = False) -> dict:
     """Benchmark `archs` on one (resolved) plans configuration dict; returns the JSON-ready result.
 
-    `num_outputs` = nnU-Net's ``label_manager.num_segmentation_heads`` (classes incl. background, or regions)."""
+    `num_outputs` = nnU-Net's ``label_manager.num_segmentation_heads`` (classes incl. background, or regions).
+    `interleaved`: all networks in one fresh process, timed round by round (`repeats` rounds), with paired
+    ratios; no peak memory. Otherwise one fresh process per network, one after the other."""
     archs = list(dict.fromkeys(archs))
     unknown = [a for a in archs if a not in ARCHS]
     if unknown or not archs:
@@ -490,8 +578,13 @@ def run_benchmark(configuration: dict, plans: dict | None = None, archs=ARCHS, d
     job = {"configuration": configuration, "in_channels": int(in_channels), "num_outputs": int(num_outputs),
            "regions": bool(regions), "device": device, "repeats": int(repeats), "warmup": int(warmup),
            "threads": threads, "compile": bool(compile_network)}
-    networks = {arch: _in_fresh_process(dict(job, arch=arch)) for arch in archs}
+    if interleaved:
+        networks = _in_fresh_process(dict(job, archs=archs), interleaved=True)
+    else:
+        networks = {arch: _in_fresh_process(dict(job, arch=arch)) for arch in archs}
     ratios_note = add_ratios(networks)
+    if interleaved:
+        paired_ratios(networks)
     used_threads = threads or max((rec.get("threads", 0) for rec in networks.values()), default=0) or None
     return {
         "machine": machine_info(device, used_threads, "--threads" if threads else "torch default"),
@@ -499,7 +592,9 @@ def run_benchmark(configuration: dict, plans: dict | None = None, archs=ARCHS, d
                                                 regions, source),
         "settings": {"repeats": repeats, "warmup": warmup, "statistic": "median", "compile": bool(compile_network),
                      "amp": "fp16 autocast + GradScaler" if device == "cuda" else "none (fp32)",
-                     "memory": "torch.cuda.max_memory_allocated" if device == "cuda"
+                     "timing": INTERLEAVED_NOTE if interleaved else "one fresh process per network, in turn",
+                     "memory": "not measured (--interleaved: all networks share one process)" if interleaved
+                     else "torch.cuda.max_memory_allocated" if device == "cuda"
                      else "peak resident set size of a fresh child process (Linux VmHWM)"},
         "notes": {"macs": MACS_NOTE, "ratios": ratios_note},
         "networks": networks,
@@ -534,6 +629,13 @@ def markdown_report(result: dict) -> str:
         r = ratio(rec, key)
         return f"{text} ({r})" if r else text
 
+    def timed(rec, key):
+        text = with_ratio(rec, f"{key}_s", _fmt_s(rec[f"{key}_s"]))
+        paired = (rec.get("paired_ratio_to_default") or {}).get(key)
+        if paired is None or rec["arch"] == "default":
+            return text
+        return f"{text[:-1]}, paired {paired:.2f}×)" if text.endswith(")") else f"{text} (paired {paired:.2f}×)"
+
     def memory(rec, peak_key):
         delta_key = peak_key.replace("_bytes", "_delta_bytes")
         if rec.get(delta_key) is None:
@@ -552,8 +654,8 @@ def markdown_report(result: dict) -> str:
             with_ratio(rec, "params", fmt_count(rec["params"])),
             with_ratio(rec, "macs", fmt_count(rec["macs"])),
             with_ratio(rec, "macs_inference", fmt_count(rec["macs_inference"])),
-            with_ratio(rec, "train_step_s", _fmt_s(rec["train_step_s"])),
-            with_ratio(rec, "inference_s", _fmt_s(rec["inference_s"])),
+            timed(rec, "train_step"),
+            timed(rec, "inference"),
             with_ratio(rec, "saved_activation_bytes_per_sample",
                        _fmt_bytes(rec.get("saved_activation_bytes_per_sample"))),
             memory(rec, "peak_memory_bytes"),
@@ -573,8 +675,12 @@ def markdown_report(result: dict) -> str:
         f"{c['num_outputs']} output(s){' (regions)' if c['regions'] else ''}",
         f"- Times: median of {s['repeats']} after {s['warmup']} warm-up; training step = forward + backward + SGD "
         f"step with nnU-Net's deep-supervision loss; AMP: {s['amp']}{'; torch.compile' if s['compile'] else ''}",
-        f"- Memory: {s['memory']}; Δ = increase over the amount before the first forward (weights loaded)"
-        + ("; on CPU the ratio is of Δ" if cpu else ""),
+        f"- Timing: {s.get('timing', 'one fresh process per network, in turn')}"
+        + ("; paired = median over rounds of (time / the default network's time in the same round)"
+           if s.get("timing") == INTERLEAVED_NOTE else ""),
+        f"- Memory: {s['memory']}" + ("" if s.get("timing") == INTERLEAVED_NOTE else
+                                      "; Δ = increase over the amount before the first forward (weights loaded)"
+                                      + ("; on CPU the ratio is of Δ" if cpu else "")),
         "- Saved activations: bytes autograd keeps for backward after one training forward of one sample at the "
         "patch (fp32, each storage once, parameters excluded; blocks recomputed in backward count the inputs they "
         "keep); independent of the device",
