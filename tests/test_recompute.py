@@ -206,10 +206,11 @@ def test_lean_forms_keep_what_the_targets_allow(kind):
         assert low < ratio <= high, (arch, round(ratio, 3))
 
 
-def test_attention_keeps_its_weights_only_in_the_recomputation(monkeypatch):
-    """In the first forward of a recomputed block autograd drops what the attention saves, so it computes no
-    attention weights to keep there (3D: 27 maps per query map); the recomputation in backward keeps them, and
-    the gradients are those of the plain block."""
+@pytest.mark.parametrize("dims, kept", [(2, True), (3, False)])
+def test_attention_keeps_its_weights_only_where_backward_uses_them(monkeypatch, dims, kept):
+    """2D: the attention keeps its weights for backward, except in the first forward of a recomputed block, whose
+    saved tensors autograd drops (the recomputation in backward keeps them). 3D: it never keeps them (27 maps per
+    query map); backward computes them again. The gradients are those of the plain block either way."""
     import nnunet_lmnet.architectures.neighborhood_attention as na
 
     calls = []
@@ -221,14 +222,14 @@ def test_attention_keeps_its_weights_only_in_the_recomputation(monkeypatch):
 
     monkeypatch.setattr(na, "_attention_forward", spy)
     torch.manual_seed(0)
-    block = na.NeighborhoodAttention(8, 2, 3, spatial_dims=2)
-    x = torch.randn(2, 6, 7, 8, requires_grad=True)
-    grad_out = torch.randn(2, 6, 7, 8)
+    block = na.NeighborhoodAttention(8, 2, 3, spatial_dims=dims)
+    x = torch.randn(2, *(5, 6, 7)[-dims:], 8, requires_grad=True)
+    grad_out = torch.randn(x.shape)
     plain = torch.autograd.grad(block(x), [x, *block.parameters()], grad_out)
-    assert calls == [True]
+    assert calls == [kept]
     calls.clear()
     lean = torch.autograd.grad(recompute(block, block, x), [x, *block.parameters()], grad_out)
-    assert calls == [False, True]  # first forward, then the recomputation
+    assert calls == [False, kept]  # first forward, then the recomputation
     assert not in_discarded_forward()
     for got, want in zip(lean, plain):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
