@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .errors import UserError
-from .signals import exit_on_signals
+from .signals import deferred_signals, exit_on_signals, raise_for
 
 
 def nnunet_environment(root: Path, **extra: str) -> dict[str, str]:
@@ -68,12 +68,19 @@ def run(name: str, *args: str, env: dict[str, str], quiet: bool = False) -> None
     """
     cmd = [command_path(name), *map(str, args)]
     print(f"\n$ {' '.join([name, *map(str, args)])}", flush=True)
-    process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None, start_new_session=True)
+    process = None
     try:
         with exit_on_signals():
+            # a signal while Popen runs is acted on once `process` exists, so the command is always stopped
+            with deferred_signals() as received:
+                process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None,
+                                           start_new_session=True)
+            if received:
+                raise_for(received[0])
             returncode = process.wait()
     except BaseException:
-        _stop(process)
+        if process is not None:
+            _stop(process)
         raise
     if returncode != 0:
         raise UserError(f"{name} failed with exit code {returncode} (its output is above)")

@@ -92,3 +92,32 @@ def children_ignore_sigint() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def deferred_signals() -> Iterator[list[int]]:
+    """Record Ctrl-C, SIGTERM and SIGHUP instead of acting on them while the block runs; yields the list they are
+    recorded in.
+
+    For a step that must not be cut in two, such as starting a child process: a Ctrl-C inside
+    ``subprocess.Popen`` after the fork would leave the child running with no handle to stop it. The caller acts
+    on what was recorded once the step is done. Only in the main thread (elsewhere nothing is recorded).
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, *_CLEANUP_SIGNALS)}
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def raise_for(signum: int) -> None:
+    """What the signal would have done here: Ctrl-C raises KeyboardInterrupt, the others SystemExit(128 + n)."""
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)

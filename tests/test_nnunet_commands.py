@@ -82,3 +82,45 @@ def test_stopping_the_caller_stops_the_command_quietly(tmp_path, how, expected_c
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+# The driver above, with the Ctrl-C landing inside subprocess.Popen: after the command has started, before Popen
+# has returned (on a loaded machine the command can be up and running before its parent is scheduled again).
+DRIVER_INTERRUPTED_WHILE_STARTING = textwrap.dedent("""\
+    import os, signal, subprocess, sys, time
+    real_popen = subprocess.Popen
+
+    class PopenInterruptedAtTheEnd(real_popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            while not os.path.exists("pids.txt"):
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # Python runs the handler here
+
+    subprocess.Popen = PopenInterruptedAtTheEnd
+""") + DRIVER
+
+
+def test_ctrl_c_while_the_command_starts_still_stops_it(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    command = bin_dir / "fake_nnunet_command"
+    command.write_text(f"#!{sys.executable}\n{FAKE_COMMAND}")
+    command.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER_INTERRUPTED_WHILE_STARTING], cwd=tmp_path, env=env,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    pids: list[int] = []
+    try:
+        assert _wait_for(lambda: (tmp_path / "pids.txt").exists(), 60), "the command did not start"
+        pids = [int(p) for p in (tmp_path / "pids.txt").read_text().split()]
+        assert driver.wait(timeout=20) == 130
+        assert _wait_for(lambda: all(_gone(p) for p in pids), 15), "the command or its worker is still running"
+    finally:
+        driver.kill()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
