@@ -51,15 +51,28 @@ def _wait_for(condition, timeout_s: float) -> bool:
     return condition()
 
 
-@pytest.mark.parametrize("how, expected_code", [("ctrl-c", 130), ("sigterm", 128 + signal.SIGTERM),
-                                                ("sighup", 128 + signal.SIGHUP)])
-def test_stopping_the_caller_stops_the_command_quietly(tmp_path, how, expected_code):
+def _with_fake_command(tmp_path: Path) -> dict[str, str]:
+    """The environment with `fake_nnunet_command` (FAKE_COMMAND) first on the PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     command = bin_dir / "fake_nnunet_command"
     command.write_text(f"#!{sys.executable}\n{FAKE_COMMAND}")
     command.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _kill(*pids: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.parametrize("how, expected_code", [("ctrl-c", 130), ("sigterm", 128 + signal.SIGTERM),
+                                                ("sighup", 128 + signal.SIGHUP)])
+def test_stopping_the_caller_stops_the_command_quietly(tmp_path, how, expected_code):
+    env = _with_fake_command(tmp_path)
     # Its own session, like a shell job: the terminal's Ctrl-C goes to the driver's process group.
     driver = subprocess.Popen([sys.executable, "-c", DRIVER], cwd=tmp_path, env=env, stderr=subprocess.PIPE,
                               text=True, start_new_session=True)
@@ -76,12 +89,8 @@ def test_stopping_the_caller_stops_the_command_quietly(tmp_path, how, expected_c
         assert _wait_for(lambda: all(_gone(p) for p in pids), 15), "the command or its worker is still running"
         assert "Traceback" not in stderr
     finally:
-        driver.kill()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        driver.kill()  # a no-op once it has been waited for
+        _kill(*pids)
 
 
 # The driver above, with the Ctrl-C landing inside subprocess.Popen: after the command has started, before Popen
@@ -103,12 +112,7 @@ DRIVER_INTERRUPTED_WHILE_STARTING = textwrap.dedent("""\
 
 
 def test_ctrl_c_while_the_command_starts_still_stops_it(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    command = bin_dir / "fake_nnunet_command"
-    command.write_text(f"#!{sys.executable}\n{FAKE_COMMAND}")
-    command.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    env = _with_fake_command(tmp_path)
     driver = subprocess.Popen([sys.executable, "-c", DRIVER_INTERRUPTED_WHILE_STARTING], cwd=tmp_path, env=env,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     pids: list[int] = []
@@ -118,9 +122,5 @@ def test_ctrl_c_while_the_command_starts_still_stops_it(tmp_path):
         assert driver.wait(timeout=20) == 130
         assert _wait_for(lambda: all(_gone(p) for p in pids), 15), "the command or its worker is still running"
     finally:
-        driver.kill()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        driver.kill()  # a no-op once it has been waited for
+        _kill(*pids)
