@@ -21,8 +21,12 @@ FAKE_COMMAND = textwrap.dedent("""\
     time.sleep(30)
 """)
 
+# A shell starts a job with Ctrl-C, SIGTERM and SIGHUP at their defaults; a pytest worker's children need not get
+# that (an ignored or blocked signal is inherited), so the driver sets it up itself.
 DRIVER = textwrap.dedent("""\
-    import os, sys
+    import os, signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
     from nnunet_lmnet.nnunet_commands import run
     try:
         run("fake_nnunet_command", "pids.txt", env=dict(os.environ))
@@ -61,6 +65,18 @@ def _with_fake_command(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
+def _signal_state(*pids: int) -> str:
+    """Per process: alive?, state and signal masks (/proc), for a failure message."""
+    def one(pid: int) -> str:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return f"{pid}: gone"
+        fields = [line for line in status.splitlines() if line.split(":")[0] in ("State", "SigBlk", "SigIgn", "SigCgt")]
+        return f"{pid}: " + ", ".join(" ".join(f.split()) for f in fields)
+    return "; ".join(one(p) for p in pids) + f"; this process' SIGINT handler: {signal.getsignal(signal.SIGINT)}"
+
+
 def _kill(*pids: int) -> None:
     for pid in pids:
         try:
@@ -84,7 +100,10 @@ def test_stopping_the_caller_stops_the_command_quietly(tmp_path, how, expected_c
             os.killpg(driver.pid, signal.SIGINT)  # what the terminal does
         else:
             os.kill(driver.pid, signal.SIGTERM if how == "sigterm" else signal.SIGHUP)
-        _, stderr = driver.communicate(timeout=20)
+        try:
+            _, stderr = driver.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the driver did not end within 20 s; {_signal_state(driver.pid, *pids)}")
         assert driver.returncode == expected_code, stderr
         assert _wait_for(lambda: all(_gone(p) for p in pids), 15), "the command or its worker is still running"
         assert "Traceback" not in stderr
