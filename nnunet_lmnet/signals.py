@@ -19,7 +19,7 @@ _CLEANUP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
 
 
 def _raise_exit(signum, frame):
-    raise SystemExit(128 + signum)
+    raise_for(signum)
 
 
 _fork_state = threading.local()

@@ -360,10 +360,9 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
         scratch = _Scratch()
         for b, h in _blocks(qp, kernel, qp.element_size()):
             g_b = g[b, h]
-            if attn is not None:
-                a = attn[:, b, h]
-            else:
-                a = _block_weights(_scaled_queries(qp[b, h], scale, scratch), kp[b, h], bias, h, kernel, scratch)
+            # the scaled queries once per block: for the weights (3D) and for grad_k
+            q_scaled = _scaled_queries(qp[b, h], scale, scratch) if attn is None or need_k else None
+            a = attn[:, b, h] if attn is not None else _block_weights(q_scaled, kp[b, h], bias, h, kernel, scratch)
             # d loss / d attn, then through the softmax in place: dlogits = attn * (dattn - sum_n attn * dattn).
             grad_logits = scratch.get("grad_logits", a)
             for n, v_n in enumerate(_gather_neighbours(vp[b, h], kernel, scratch)):
@@ -373,8 +372,7 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
                 _weighted_sum(grad_logits, _gather_neighbours(kp[b, h], kernel, scratch),
                               out=grad_q[b, h]).mul_(scale)
             if need_k:
-                grad_k[b, h] = _scatter_neighbours(grad_logits, _scaled_queries(qp[b, h], scale, scratch), kernel,
-                                                   scratch)
+                grad_k[b, h] = _scatter_neighbours(grad_logits, q_scaled, kernel, scratch)
             if need_v:
                 grad_v[b, h] = _scatter_neighbours(a, g_b, kernel, scratch)
             if need_rpb:
