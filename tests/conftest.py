@@ -1,4 +1,5 @@
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,44 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------------ signal dispositions
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _signal_state() -> dict:
+    """Python's handler of each stop signal, and whether the OS ignores or blocks it (this thread's mask). A test
+    that leaves SIGINT ignored passes that on to every child process, and Ctrl-C then never reaches them."""
+    masks = {}
+    status = Path("/proc/self/status")
+    if status.exists():  # Linux; elsewhere only Python's handlers are compared
+        for line in status.read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("SigIgn", "SigBlk"):
+                masks[key] = int(value.strip(), 16)
+    state = {}
+    for sig in _STOP_SIGNALS:
+        bit = 1 << (sig - 1)
+        state[sig.name] = (signal.getsignal(sig), {k: bool(v & bit) for k, v in masks.items()})
+    return state
+
+
+@pytest.fixture(autouse=True)
+def signals_unchanged():
+    """Fail a test that changes how this process handles Ctrl-C, SIGTERM or SIGHUP and does not restore it."""
+    before = _signal_state()
+    yield
+    after = _signal_state()
+    changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+    if changed:
+        for sig in _STOP_SIGNALS:  # restore, so that one failure does not cascade into the following tests
+            handler, os_state = before[sig.name]
+            if handler is not None:
+                signal.signal(sig, handler)
+            if not os_state.get("SigBlk", False):
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})
+        pytest.fail(f"this test left signal handling changed (before, after): {changed}")
 
 
 # ------------------------------------------------------------------------------------ shared end-to-end fixtures
