@@ -367,3 +367,33 @@ def test_eval_units_fold_their_batch_norms(unit):
     assert folded_calls == ([] if unit == "conv-norm-act" else [module[8]])
     assert ref.abs().max() > 0.1
     torch.testing.assert_close(folded, ref, rtol=0, atol=1e-12)
+
+
+def test_eval_fusion_with_instance_norm_equals_the_layer_by_layer_form():
+    """3D LGMSNet (InstanceNorm): nothing to fold; in inference the GELUs overwrite fresh maps, never the input."""
+    torch.manual_seed(0)
+    module = FusionConv(3, 8, 4, norm="instance").double().eval()
+    x = torch.randn(1, 8, 5, 6, 7, dtype=torch.float64)
+    original = x.clone()
+    ref = torch.nn.Sequential.forward(module, x)
+    with torch.inference_mode():
+        out = module(x)
+    assert torch.equal(out, ref) and torch.equal(x, original)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_eval_up_conv_runs_channels_last_with_the_same_values(dim):
+    from nnunet_lmnet.architectures.lgms_layers import UpConv
+
+    torch.manual_seed(0)
+    up = UpConv(dim, 6, 4, norm="instance").double()  # InstanceNorm: train and eval compute the same function
+    x = torch.randn(1, 6, *([5] * dim), dtype=torch.float64)
+    size = (10,) * dim
+    layout = torch.channels_last if dim == 2 else torch.channels_last_3d
+    interpolated = []  # the conv's input is the interpolated map
+    up.conv.register_forward_pre_hook(lambda m, args: interpolated.append(args[0].is_contiguous(memory_format=layout)))
+    train_out = up.train()(x, size)
+    with torch.no_grad():
+        eval_out = up.eval()(x, size)
+    assert interpolated == [False, True]
+    torch.testing.assert_close(eval_out, train_out, rtol=0, atol=1e-12)

@@ -206,7 +206,7 @@ class LGMSNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         lean = self.recompute
         # No channels-last here (unlike LM-Net): measured on CPU it is neutral in 3D and ~10% slower in 2D
-        # (GroupNorm and the transformer's unfold copies).
+        # (GroupNorm and the transformer's unfold copies). Only the decoder's up-convs use it in eval (UpConv).
         x = recompute_block(self.stem, self.stem, x, enabled=lean)
         skips = []
         for level, stage in enumerate(self.encoder):  # pool + block: the pool's indices are recomputed too
