@@ -128,3 +128,13 @@ def test_flops_for_an_unknown_trainer_says_how_to_register(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert 'export nnUNet_extTrainer="$(nnunet-lmnet trainer-path)"' in err
     assert "nnUNetTrainerNotInstalled" in err
+
+
+def test_convolutions_that_call_onednn_directly_are_counted():
+    """Our networks' CPU inference convs call torch.mkldnn_convolution (architectures/dense_conv.py), an op the
+    counter's table does not have."""
+    from nnunet_lmnet.architectures.dense_conv import Conv3d
+
+    net = nn.Sequential(Conv3d(4, 16, 3, padding=1), Conv3d(16, 8, 1), Conv3d(8, 8, (1, 3, 3), padding=(0, 1, 1)))
+    shape = (1, 4, 6, 8, 8)
+    assert count_macs(net, shape) == _hand_macs(net, shape) == 384 * (16 * 4 * 27 + 8 * 16 + 8 * 8 * 9)

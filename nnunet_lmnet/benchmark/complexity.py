@@ -3,7 +3,8 @@
 How FLOPs are counted (also printed next to every number this module produces, see ``FLOPS_NOTE``):
 
 * one forward pass of batch size 1 at the configuration's patch size, deep supervision off, ``eval()`` mode;
-* ``torch.utils.flop_counter.FlopCounterMode``: convolutions (incl. transposed), ``mm``/``bmm``/``addmm``/``baddbmm``
+* ``torch.utils.flop_counter.FlopCounterMode``: convolutions (incl. transposed, and oneDNN's, which our CPU
+  inference calls directly), ``mm``/``bmm``/``addmm``/``baddbmm``
   and scaled-dot-product attention, counted as its two matrix products (QK^T and AV). Manual attention
   (``q @ k.transpose``) is counted through the same matrix products. On CPU, PyTorch's fused SDPA kernel is not in
   the counter's table, so it is registered here; ``nn.MultiheadAttention``'s fused fast path is switched off while
@@ -122,15 +123,20 @@ def build_network(model_dir: Path, fold: int, checkpoint_name: str = "checkpoint
 def count_macs(network, input_shape) -> int:
     """Multiply-accumulates of one forward pass of ``network`` on a zero tensor of ``input_shape``."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+    from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_flop_count
 
     def _cpu_sdpa(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
         return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    def _onednn_conv(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        return conv_flop_count(x_shape, w_shape, out_shape, transposed=False)
 
     custom = {}
     cpu_sdpa = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     if cpu_sdpa is not None:
         custom[cpu_sdpa] = _cpu_sdpa
+    # our networks' CPU inference convolutions call oneDNN directly (architectures/dense_conv.py)
+    custom[torch.ops.aten.mkldnn_convolution] = _onednn_conv
 
     extra = 0
 
