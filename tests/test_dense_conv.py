@@ -63,6 +63,15 @@ def test_strided_and_anisotropic_kernels_keep_their_geometry(routes):
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_a_strided_view_as_input(routes):
+    ours, plain = _pair(Conv3d, nn.Conv3d, 4, 8, 3, padding=1)
+    x = torch.randn(1, 4, 9, 7, 6).transpose(2, 4)  # neither layout: oneDNN gets a view with odd strides
+    with torch.inference_mode():
+        y, ref = ours(x), plain(x)
+    assert routes == ["onednn"]
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
 def test_pointwise_convolution_of_a_channels_last_map_is_one_matrix_product(routes):
     ours, plain = _pair(Conv2d, nn.Conv2d, 8, 3, 1)
     x = torch.randn(1, 8, 20, 24).contiguous(memory_format=torch.channels_last)

@@ -11,7 +11,8 @@ Same parameters, state_dict and function as the torch classes. Only where nothin
 - 1x1 ungrouped, unstrided convolutions go through ``pointwise_conv_with``: one matrix product on a
   channels-last map (3D 64^3 32 -> 64: 42 ms vs 107 ms for PyTorch's own choice on that layout).
 Under autograd (training: bit-identical to before), autocast, torch.compile, torch.export, on CUDA and in
-float64 the plain convolution runs.
+float64 the plain convolution runs. torch's FLOP counter does not know the oneDNN op; benchmark/complexity.py
+registers it.
 """
 from __future__ import annotations
 
