@@ -92,7 +92,7 @@ BLOCK_HEADS = {"per-head": 1, "two-heads": 2, "two-items": 6}
 @pytest.mark.parametrize("spatial,kernel", [((4, 5), 3), ((3, 4, 5), (1, 3, 3))], ids=["2d", "3d-aniso"])
 def test_blockwise_kernel_equals_brute_force_float64(monkeypatch, spatial, kernel, block_heads):
     """Large maps run block by block over (batch items, head groups); every split gives the same values and grads."""
-    monkeypatch.setattr(na_module, "_BLOCK_BYTES", block_heads * 9 * math.prod(spatial) * 8)
+    monkeypatch.setattr(na_module, "_block_bytes", lambda: block_heads * 9 * math.prod(spatial) * 8)
     q, k, v, rpb = _qkv_rpb(3, 3, spatial, 2, kernel, torch.float64, seed=3)
     n_blocks = len(na_module._blocks(q.movedim(-1, 2), na_module._normalize_kernel(kernel, len(spatial)), 8))
     assert n_blocks > 1
@@ -111,13 +111,24 @@ def test_blocks_cover_every_batch_item_and_head_once(monkeypatch):
     q = torch.zeros(3, 5, 2, 4, 4)  # planar (B, heads, d, H, W); one head's logits: 9 * 16 * 4 bytes
     per_head = 9 * 16 * 4
     for block_bytes, expected in ((per_head * 2, 9), (per_head * 5, 3), (per_head * 10, 2), (10 ** 9, 1)):
-        monkeypatch.setattr(na_module, "_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(na_module, "_block_bytes", lambda: block_bytes)
         blocks = na_module._blocks(q, (3, 3), 4)
         assert len(blocks) == expected
         covered = torch.zeros(3, 5, dtype=torch.int64)
         for b, h in blocks:
             covered[b, h] += 1
         assert torch.equal(covered, torch.ones(3, 5, dtype=torch.int64)), (block_bytes, blocks)
+
+
+def test_block_budget_grows_with_intra_op_threads(monkeypatch):
+    """Each block is hundreds of small kernels, each paying the start of a parallel region: with more threads
+    the blocks are larger (fewer kernels), per thread the same size."""
+    monkeypatch.setattr(na_module, "_BLOCK_BYTES", 9 * 16 * 4)  # one head's logits (planar 4x4 maps, 3x3 kernel)
+    q = torch.zeros(2, 6, 1, 4, 4)
+    for threads, expected in ((1, 12), (2, 6), (3, 4), (6, 2), (12, 1)):
+        monkeypatch.setattr(na_module.torch, "get_num_threads", lambda t=threads: t)
+        assert na_module._block_bytes() == threads * 9 * 16 * 4
+        assert len(na_module._blocks(q, (3, 3), 4)) == expected, threads
 
 
 @pytest.mark.parametrize("spatial,kernel", CASES_F32, ids=[f"{s}-k{k}" for s, k in CASES_F32])
