@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from .block_threads import block_workers, run_blocks
 from .recompute import in_discarded_forward
 
 __all__ = ["neighborhood_attention", "NeighborhoodAttention"]
@@ -253,27 +254,30 @@ def _softmax_first_axis_(logits: torch.Tensor) -> torch.Tensor:
     return logits.div_(logits.sum(0, keepdim=True))
 
 
-# The kernel runs block by block over (batch items, groups of heads), each block's logits about `_block_bytes()`:
+# The kernel runs block by block over (batch items, groups of heads), each block's logits about `_BLOCK_BYTES`:
 # the ~10 passes over the prod(k) logit maps (products, bias, softmax, weighted sums) then stay in the CPU's cache
 # instead of streaming maps of up to 27 x the input through memory (forward 1.6-1.7x faster than unblocked on
-# LM-Net's finest level, 2D 256^2 and 3D 64^3, 12 heads of dimension 1). Each block is a few hundred small
-# element-wise kernels, and every one that PyTorch runs on more than one thread pays the start of a parallel
-# region (with OMP_WAIT_POLICY=PASSIVE a wake-up of each sleeping thread): so the blocks grow with the threads.
-# Measured per thread count (1 thread: 8 MiB against 4, 2 threads: 16 MiB against 4; CPU, interleaved, forward +
-# backward, batch 2): 2D 256^2 (d 1) 0.79x / 0.34x, 3D 32^3 (d 2) 0.85x / 0.45x, 2D 128^2 (d 2) 1.04x / 0.50x;
-# 3D 64^3 and 2D 512^2 (one head already over the budget) unchanged. Heads and batch items are independent:
+# LM-Net's finest level, 2D 256^2 and 3D 64^3, 12 heads of dimension 1). Heads and batch items are independent:
 # every split gives the same values bit for bit. Small maps form a single block.
+# With more than one intra-op thread the blocks go to single-threaded worker threads (`block_threads`); a single
+# block runs here on all threads, with a budget that grows with them (each of its kernels starts a parallel
+# region, so larger ones pay it less often: 8 MiB at 1 thread measured 0.79-0.85x the time of 4 MiB, 2D 256^2 and
+# 3D 32^3 forward + backward; 16 MiB at 2 threads 0.34-0.45x).
 _BLOCK_BYTES = 8 << 20  # per intra-op thread
 
 
 def _block_bytes() -> int:
+    if torch.compiler.is_compiling():  # a traced graph: no thread count (Dynamo breaks the graph on it)
+        return _BLOCK_BYTES
     return _BLOCK_BYTES * max(1, torch.get_num_threads())
 
 
-def _blocks(q: torch.Tensor, kernel: Sequence[int], itemsize: int) -> list[tuple[slice, slice]]:
-    """(batch slice, head slice) blocks of planar maps (B, heads, d, *spatial) covering them."""
+def _blocks(q: torch.Tensor, kernel: Sequence[int], itemsize: int,
+            budget: int | None = None) -> list[tuple[slice, slice]]:
+    """(batch slice, head slice) blocks of planar maps (B, heads, d, *spatial) covering them, each block's logits
+    at most `budget` bytes (default `_block_bytes()`) where a single head allows."""
     batch, heads = q.shape[:2]
-    budget = _block_bytes()
+    budget = _block_bytes() if budget is None else budget
     per_head = math.prod(kernel) * math.prod(q.shape[3:]) * itemsize
     head_step = max(1, min(heads, budget // per_head))
     if head_step < heads:
@@ -281,6 +285,13 @@ def _blocks(q: torch.Tensor, kernel: Sequence[int], itemsize: int) -> list[tuple
                 for b in range(batch) for h in range(0, heads, head_step)]
     batch_step = max(1, budget // (per_head * heads))
     return [(slice(b, min(b + batch_step, batch)), slice(None)) for b in range(0, batch, batch_step)]
+
+
+def _block_plan(q: torch.Tensor, kernel: Sequence[int]) -> tuple[list[tuple[slice, slice]], int]:
+    """(blocks, worker threads): one thread's budget per block when the blocks go to workers."""
+    blocks = _blocks(q, kernel, q.element_size(), _BLOCK_BYTES)
+    workers = block_workers(q.device, len(blocks))
+    return (blocks, workers) if workers > 1 else (_blocks(q, kernel, q.element_size()), 1)
 
 
 def _block_weights(q_scaled: torch.Tensor, k_block: torch.Tensor, bias, heads: slice, kernel: Sequence[int],
@@ -313,12 +324,18 @@ def _attention_forward(q, k, v, rpb, kernel, scale, keep_weights: bool):
     attn = qp.new_empty((math.prod(kernel), *q.shape[:-1])) if keep_weights else None
     out = vp.new_empty(vp.shape)
     bias = _bias_of(rpb, q.shape[2:-1], kernel, compute_dtype, q.device)
-    scratch = _Scratch()
-    for b, h in _blocks(qp, kernel, qp.element_size()):
-        q_scaled = _scaled_queries(qp[b, h], scale, scratch)
-        weights = _block_weights(q_scaled, kp[b, h], bias, h, kernel, scratch,
-                                 out=attn[:, b, h] if keep_weights else None)
-        _weighted_sum(weights, _gather_neighbours(vp[b, h], kernel, scratch), out=out[b, h])
+
+    def work(blocks: Iterator[tuple[slice, slice]]) -> list[None]:
+        scratch, done = _Scratch(), []
+        for b, h in blocks:
+            q_scaled = _scaled_queries(qp[b, h], scale, scratch)
+            weights = _block_weights(q_scaled, kp[b, h], bias, h, kernel, scratch,
+                                     out=attn[:, b, h] if keep_weights else None)
+            _weighted_sum(weights, _gather_neighbours(vp[b, h], kernel, scratch), out=out[b, h])
+            done.append(None)
+        return done
+
+    run_blocks(work, *_block_plan(qp, kernel))
     return out.movedim(2, -1).to(q.dtype), attn
 
 
@@ -367,26 +384,34 @@ class _NeighborhoodAttentionFn(torch.autograd.Function):
             per_window = g.new_zeros((math.prod(kernel), q.shape[1], *kernel))  # (prod(k), heads, *k)
 
         bias = _bias_of(rpb, q.shape[2:-1], kernel, compute_dtype, q.device)
-        scratch = _Scratch()
-        for b, h in _blocks(qp, kernel, qp.element_size()):
-            g_b = g[b, h]
-            # the scaled queries once per block: for the weights (3D) and for grad_k
-            q_scaled = _scaled_queries(qp[b, h], scale, scratch) if attn is None or need_k else None
-            a = attn[:, b, h] if attn is not None else _block_weights(q_scaled, kp[b, h], bias, h, kernel, scratch)
-            # d loss / d attn, then through the softmax in place: dlogits = attn * (dattn - sum_n attn * dattn).
-            grad_logits = scratch.get("grad_logits", a)
-            for n, v_n in enumerate(_gather_neighbours(vp[b, h], kernel, scratch)):
-                _dot_over_head_dim(g_b, v_n, out=grad_logits[n])
-            grad_logits.sub_(_weighted_sum(a, iter(grad_logits), planar=False)).mul_(a)
-            if need_q:
-                _weighted_sum(grad_logits, _gather_neighbours(kp[b, h], kernel, scratch),
-                              out=grad_q[b, h]).mul_(scale)
-            if need_k:
-                grad_k[b, h] = _scatter_neighbours(grad_logits, q_scaled, kernel, scratch)
-            if need_v:
-                grad_v[b, h] = _scatter_neighbours(a, g_b, kernel, scratch)
-            if need_rpb:
-                per_window[:, h] += _bias_row_sums(grad_logits, kernel)
+
+        def work(blocks: Iterator[tuple[slice, slice]]) -> list[torch.Tensor | None]:
+            scratch, rpb_parts = _Scratch(), []
+            for b, h in blocks:
+                g_b = g[b, h]
+                # the scaled queries once per block: for the weights (3D) and for grad_k
+                q_scaled = _scaled_queries(qp[b, h], scale, scratch) if attn is None or need_k else None
+                a = attn[:, b, h] if attn is not None else _block_weights(q_scaled, kp[b, h], bias, h, kernel,
+                                                                          scratch)
+                # d loss / d attn, then through the softmax in place: dlogits = attn * (dattn - sum_n attn * dattn).
+                grad_logits = scratch.get("grad_logits", a)
+                for n, v_n in enumerate(_gather_neighbours(vp[b, h], kernel, scratch)):
+                    _dot_over_head_dim(g_b, v_n, out=grad_logits[n])
+                grad_logits.sub_(_weighted_sum(a, iter(grad_logits), planar=False)).mul_(a)
+                if need_q:
+                    _weighted_sum(grad_logits, _gather_neighbours(kp[b, h], kernel, scratch),
+                                  out=grad_q[b, h]).mul_(scale)
+                if need_k:
+                    grad_k[b, h] = _scatter_neighbours(grad_logits, q_scaled, kernel, scratch)
+                if need_v:
+                    grad_v[b, h] = _scatter_neighbours(a, g_b, kernel, scratch)
+                rpb_parts.append(_bias_row_sums(grad_logits, kernel) if need_rpb else None)
+            return rpb_parts
+
+        blocks, workers = _block_plan(qp, kernel)
+        for (_, h), part in zip(blocks, run_blocks(work, blocks, workers)):
+            if part is not None:  # summed here, in block order: the same sums whichever thread ran a block
+                per_window[:, h] += part
 
         grad_rpb = None
         if need_rpb:
